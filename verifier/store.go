@@ -1,0 +1,56 @@
+package verifier
+
+import (
+	"context"
+	"time"
+
+	"github.com/cardbind/cardbind/protocol"
+)
+
+// Store keeps the verifier's durable state. Pebble implements it today
+// (store/pebble) and PostgreSQL later; store/storetest is the conformance
+// suite both must pass. Every method is safe for concurrent use.
+//
+// Methods that read one record return ErrNotFound when it does not exist.
+// Writes are durable (synced) when they return nil.
+type Store interface {
+	// Card returns the card with this ICCID.
+	Card(ctx context.Context, iccid protocol.ICCID) (*Card, error)
+	// FindCard returns the card an index points at: an IMSI, an E.164
+	// MSISDN, an IPv4 address, an IPv6 prefix in CIDR form, or a NAI.
+	FindCard(ctx context.Context, by IndexKind, value string) (*Card, error)
+	// Commit writes a decision atomically: card, history entry, outbox
+	// entries and device, all or nothing. A card or device whose Version
+	// is not the stored one gets ErrConflict and nothing is written; a new
+	// card or device (Version 0) that already exists gets ErrConflict too.
+	// An index value (IMSI, MSISDN, IP, NAI) already held by another card
+	// moves to this card.
+	Commit(ctx context.Context, c *Commit) error
+	// UpsertInventory creates cards or updates their inventory fields
+	// (Tenant, IMSI, MSISDN, NAI) in one atomic batch, leaving binding and
+	// status alone. It is idempotent: applying the same items again
+	// changes nothing. It returns how many cards were created and how many
+	// changed.
+	UpsertInventory(ctx context.Context, items []Card) (created, changed int, err error)
+	// History returns up to limit history entries of a card with Seq
+	// greater than after, oldest first.
+	History(ctx context.Context, iccid protocol.ICCID, after uint64, limit int) ([]HistoryEntry, error)
+	// GraceDue returns up to limit cards in grace whose GraceUntil is at
+	// or before now.
+	GraceDue(ctx context.Context, now time.Time, limit int) ([]protocol.ICCID, error)
+
+	// Device returns an enrolled device.
+	Device(ctx context.Context, id string) (*Device, error)
+
+	// PendingOutbox returns up to limit outbox entries of a kind whose
+	// NotBefore is at or before now, oldest first.
+	PendingOutbox(ctx context.Context, kind OutboxKind, now time.Time, limit int) ([]OutboxEntry, error)
+	// RescheduleOutbox stores an entry's new Attempts and NotBefore.
+	RescheduleOutbox(ctx context.Context, e OutboxEntry) error
+	// CompleteOutbox removes a done entry. Removing an absent entry is
+	// not an error (a dispatcher may finish twice after a crash).
+	CompleteOutbox(ctx context.Context, id string) error
+
+	// Close flushes and closes the store.
+	Close() error
+}
