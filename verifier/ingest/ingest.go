@@ -1,0 +1,324 @@
+// Package ingest turns what the verifier hears — signed agent reports,
+// network records, operators' actions — into observations, runs them
+// through the engine, and commits each outcome atomically with its history
+// entry and its outbox entries (enforcement and alerts).
+//
+// Reports are refused, counted and logged, never acted on, when they are
+// malformed, come from an unknown device, are published on another
+// device's topic, carry a bad signature, or repeat a sequence number.
+package ingest
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/cardbind/cardbind/protocol"
+	"github.com/cardbind/cardbind/verifier"
+	"github.com/cardbind/cardbind/verifier/engine"
+)
+
+// Store is what ingest needs of the verifier's store.
+type Store interface {
+	Card(ctx context.Context, iccid protocol.ICCID) (*verifier.Card, error)
+	Device(ctx context.Context, id string) (*verifier.Device, error)
+	Commit(ctx context.Context, c *verifier.Commit) error
+}
+
+// Stats counts reports and observations by outcome.
+type Stats struct {
+	Accepted, Malformed, UnknownDevice, TopicMismatch atomic.Uint64
+	Forged, Replayed, CrossTenant, UnknownCard        atomic.Uint64
+	Flagged                                           atomic.Uint64
+}
+
+// maxAttempts bounds retries of a commit that lost a race.
+const maxAttempts = 8
+
+// Ingest applies observations to cards. It is safe for concurrent use, but
+// reports of one device must be handled one at a time, in order (the
+// sequence check refuses an older report that arrives after a newer one).
+type Ingest struct {
+	store Store
+	log   *slog.Logger
+	now   func() time.Time
+	stats Stats
+}
+
+// New returns an Ingest over store. now is the clock (time.Now in
+// production).
+func New(store Store, log *slog.Logger, now func() time.Time) *Ingest {
+	return &Ingest{store: store, log: log, now: now}
+}
+
+// Stats returns the live counters.
+func (in *Ingest) Stats() *Stats { return &in.stats }
+
+// errDrop marks a report refused for good: it is counted and logged, and
+// acknowledged so that it is not delivered again.
+var errDrop = errors.New("report refused")
+
+// HandleReport processes one report published on deviceID's report topic.
+// It returns nil when the report was applied or refused for good (and
+// counted); an error means a transient failure (the store), and the caller
+// must not acknowledge the message, so that it is delivered again.
+func (in *Ingest) HandleReport(ctx context.Context, topicDevice string, payload []byte) error {
+	err := in.handleReport(ctx, topicDevice, payload)
+	if errors.Is(err, errDrop) {
+		in.log.Warn("report refused", "device", topicDevice, "err", err)
+		return nil
+	}
+	return err
+}
+
+func (in *Ingest) handleReport(ctx context.Context, topicDevice string, payload []byte) error {
+	r, err := protocol.DecodeReport(payload)
+	if err != nil {
+		in.stats.Malformed.Add(1)
+		return fmt.Errorf("%w: %w", errDrop, err)
+	}
+	if r.DeviceID != topicDevice {
+		in.stats.TopicMismatch.Add(1)
+		return fmt.Errorf("%w: report of %s published on %s's topic", errDrop, r.DeviceID, topicDevice)
+	}
+	for attempt := 1; ; attempt++ {
+		err := in.applyReport(ctx, r)
+		if !errors.Is(err, verifier.ErrConflict) || attempt == maxAttempts {
+			return err
+		}
+	}
+}
+
+// applyReport checks the report against its device and applies what it
+// says. Every commit but the last carries no device update; the last one
+// records the sequence number, so a crash in between repeats only
+// observations whose effect is already in place.
+func (in *Ingest) applyReport(ctx context.Context, r *protocol.Report) error {
+	dev, err := in.store.Device(ctx, r.DeviceID)
+	if errors.Is(err, verifier.ErrNotFound) {
+		in.stats.UnknownDevice.Add(1)
+		return fmt.Errorf("%w: device %s is not enrolled", errDrop, r.DeviceID)
+	}
+	if err != nil {
+		return fmt.Errorf("ingest: read device %s: %w", r.DeviceID, err)
+	}
+	if err := protocol.VerifyReport(ed25519.PublicKey(dev.PublicKey), r); err != nil {
+		in.stats.Forged.Add(1)
+		return fmt.Errorf("%w: %w", errDrop, err)
+	}
+	if err := protocol.CheckSequence(dev.LastSeq, r.Seq); err != nil {
+		in.stats.Replayed.Add(1)
+		return fmt.Errorf("%w: device %s: %w", errDrop, r.DeviceID, err)
+	}
+
+	newDev := *dev
+	newDev.LastSeq = r.Seq
+	newDev.LastIMEI = r.IMEI
+	switch r.SIM {
+	case protocol.SIMAbsent:
+		newDev.LastICCID = ""
+	case protocol.SIMPresent, protocol.SIMPINRequired:
+		if r.ICCID != "" {
+			newDev.LastICCID = r.ICCID
+		}
+	}
+
+	var steps []verifier.Observation
+	if sep, ok := in.separation(ctx, dev, r); ok {
+		steps = append(steps, sep)
+	}
+	if r.ICCID != "" && r.SIM != protocol.SIMAbsent {
+		steps = append(steps, verifier.Observation{
+			Kind: verifier.ObservedIn, ICCID: r.ICCID, IMEI: r.IMEI, Source: protocol.SourceAgent,
+			Time: r.Time, DeviceID: r.DeviceID, Location: r.Location, Ref: fmt.Sprintf("%s/%d", r.DeviceID, r.Seq),
+		})
+	}
+	flag := dev.IMEI != "" && r.IMEI != dev.IMEI && r.IMEI != dev.LastIMEI
+
+	for i, obs := range steps {
+		var d *verifier.Device
+		if i == len(steps)-1 {
+			d = &newDev
+		}
+		var extra []protocol.AlertType
+		if flag && obs.Kind == verifier.ObservedIn {
+			extra = append(extra, protocol.AlertDeviceFlagged)
+		}
+		if err := in.apply(ctx, obs, dev.Tenant, d, extra); err != nil {
+			return err
+		}
+	}
+	if len(steps) == 0 {
+		if err := in.store.Commit(ctx, &verifier.Commit{Device: &newDev}); err != nil {
+			return fmt.Errorf("ingest: record report of %s: %w", r.DeviceID, err)
+		}
+	}
+	if flag {
+		in.stats.Flagged.Add(1)
+		in.log.Warn("device reports an IMEI other than the one it enrolled with",
+			"device", r.DeviceID, "enrolled_imei", dev.IMEI, "reported_imei", r.IMEI)
+	}
+	in.stats.Accepted.Add(1)
+	return nil
+}
+
+// separation returns the observation that the card the device last held
+// has left it, when the report shows the slot empty or another card, and
+// that card is bound to this device.
+func (in *Ingest) separation(ctx context.Context, dev *verifier.Device, r *protocol.Report) (verifier.Observation, bool) {
+	prev := dev.LastICCID
+	if prev == "" || r.SIM == protocol.SIMNotReady || (r.SIM != protocol.SIMAbsent && (r.ICCID == "" || r.ICCID == prev)) {
+		return verifier.Observation{}, false
+	}
+	card, err := in.store.Card(ctx, prev)
+	if err != nil || card.Binding == nil || card.Tenant != dev.Tenant {
+		return verifier.Observation{}, false
+	}
+	imei := dev.LastIMEI
+	if imei == "" {
+		imei = r.IMEI
+	}
+	if !card.Binding.Allows(imei) {
+		return verifier.Observation{}, false
+	}
+	return verifier.Observation{
+		Kind: verifier.ObservedSeparated, ICCID: prev, IMEI: imei, Source: protocol.SourceAgent,
+		Time: r.Time, DeviceID: r.DeviceID, Ref: fmt.Sprintf("%s/%d", r.DeviceID, r.Seq),
+	}, true
+}
+
+// Observe applies one observation from the network or an operator, with
+// retries when the card changed under it. tenant, when not empty, limits
+// the observation to that tenant's cards.
+func (in *Ingest) Observe(ctx context.Context, obs verifier.Observation, tenant string) (engine.Outcome, error) {
+	var out engine.Outcome
+	for attempt := 1; ; attempt++ {
+		var err error
+		out, err = in.observe(ctx, obs, tenant, nil, nil)
+		if !errors.Is(err, verifier.ErrConflict) || attempt == maxAttempts {
+			return out, err
+		}
+	}
+}
+
+func (in *Ingest) apply(ctx context.Context, obs verifier.Observation, tenant string, dev *verifier.Device, extra []protocol.AlertType) error {
+	_, err := in.observe(ctx, obs, tenant, dev, extra)
+	if errors.Is(err, errDrop) {
+		// The observation is refused but the report itself is genuine:
+		// still record its sequence number.
+		if dev != nil {
+			if cerr := in.store.Commit(ctx, &verifier.Commit{Device: dev}); cerr != nil {
+				return fmt.Errorf("ingest: record report of %s: %w", dev.ID, cerr)
+			}
+		}
+		in.log.Info("observation not applied", "iccid", obs.ICCID, "source", obs.Source, "err", err)
+		return nil
+	}
+	return err
+}
+
+func (in *Ingest) observe(ctx context.Context, obs verifier.Observation, tenant string, dev *verifier.Device, extra []protocol.AlertType) (engine.Outcome, error) {
+	card, err := in.store.Card(ctx, obs.ICCID)
+	switch {
+	case errors.Is(err, verifier.ErrNotFound):
+		in.stats.UnknownCard.Add(1)
+		return engine.Decide(nil, obs, in.now()), fmt.Errorf("%w: card %s is not in the inventory", errDrop, obs.ICCID)
+	case err != nil:
+		return engine.Outcome{}, fmt.Errorf("ingest: read card %s: %w", obs.ICCID, err)
+	case tenant != "" && card.Tenant != tenant:
+		in.stats.CrossTenant.Add(1)
+		return engine.Outcome{}, fmt.Errorf("%w: card %s belongs to another tenant", errDrop, obs.ICCID)
+	}
+	now := in.now()
+	out := engine.Decide(card, obs, now)
+	if len(extra) > 0 {
+		out.Alerts = append(out.Alerts, extra...)
+		out.Changed = true
+	}
+	commit, err := in.plan(card, out, obs, now)
+	if err != nil {
+		return out, err
+	}
+	commit.Device = dev
+	if err := in.store.Commit(ctx, commit); err != nil {
+		return out, fmt.Errorf("ingest: commit card %s: %w", obs.ICCID, err)
+	}
+	if out.Changed {
+		in.log.Info("card decision", "iccid", obs.ICCID, "decision", out.Decision, "from", out.From,
+			"to", out.Card.Status.State, "enforce", out.Enforce, "source", obs.Source, "imei", obs.IMEI)
+	}
+	return out, nil
+}
+
+// ExpireGrace blocks the given card if its grace period has run out.
+func (in *Ingest) ExpireGrace(ctx context.Context, iccid protocol.ICCID) error {
+	for attempt := 1; ; attempt++ {
+		card, err := in.store.Card(ctx, iccid)
+		if err != nil {
+			return fmt.Errorf("ingest: read card %s: %w", iccid, err)
+		}
+		now := in.now()
+		out := engine.Expire(card, now)
+		if !out.Changed {
+			return nil
+		}
+		obs := verifier.Observation{Kind: verifier.ObservedIn, ICCID: iccid, IMEI: card.Status.OffendingIMEI,
+			Source: card.Status.LastSource, Time: now, Ref: "grace-expired"}
+		commit, err := in.plan(card, out, obs, now)
+		if err != nil {
+			return err
+		}
+		err = in.store.Commit(ctx, commit)
+		if !errors.Is(err, verifier.ErrConflict) || attempt == maxAttempts {
+			return err
+		}
+	}
+}
+
+// plan turns an outcome into the atomic write: the card, and when
+// something changed, the history entry and the outbox entries whose ids are
+// derived from the card and its history sequence (stable across retries
+// and redeliveries).
+func (in *Ingest) plan(before *verifier.Card, out engine.Outcome, obs verifier.Observation, now time.Time) (*verifier.Commit, error) {
+	c := out.Card
+	commit := &verifier.Commit{Card: c}
+	if !out.Changed {
+		return commit, nil
+	}
+	c.Status.Seq = before.Status.Seq + 1
+	seq := c.Status.Seq
+	commit.History = &verifier.HistoryEntry{
+		ICCID: c.ICCID, Seq: seq, Time: now, Decision: out.Decision, From: out.From, To: c.Status.State,
+		Observed: obs, Enforce: out.Enforce, Alerts: out.Alerts, Detail: out.Detail,
+	}
+	if out.Enforce != verifier.EnforceNone {
+		task := verifier.EnforceTask{ICCID: c.ICCID, IMSI: c.IMSI, MSISDN: c.MSISDN, Tenant: c.Tenant,
+			Action: out.Enforce, Reason: out.Decision}
+		payload, err := json.Marshal(task)
+		if err != nil {
+			return nil, fmt.Errorf("ingest: encode enforcement: %w", err)
+		}
+		commit.Outbox = append(commit.Outbox, verifier.OutboxEntry{
+			ID: fmt.Sprintf("%s-%d-%s", c.ICCID, seq, out.Enforce), Kind: verifier.OutboxEnforce, Created: now, Payload: payload})
+	}
+	for _, t := range out.Alerts {
+		a := protocol.Alert{Version: protocol.Version, ID: fmt.Sprintf("%s-%d-%s", c.ICCID, seq, t), Type: t,
+			Tenant: c.Tenant, ICCID: c.ICCID, ObservedIMEI: obs.IMEI, Source: obs.Source, Decision: out.Decision,
+			CardState: c.Status.State, Time: now, DeviceID: obs.DeviceID, Detail: out.Detail}
+		if c.Binding != nil {
+			a.BoundIMEIs = c.Binding.IMEIs
+			a.BoundTAC = c.Binding.TAC
+		}
+		payload, err := protocol.EncodeAlert(&a)
+		if err != nil {
+			return nil, fmt.Errorf("ingest: encode alert: %w", err)
+		}
+		commit.Outbox = append(commit.Outbox, verifier.OutboxEntry{ID: a.ID, Kind: verifier.OutboxAlert, Created: now, Payload: payload})
+	}
+	return commit, nil
+}

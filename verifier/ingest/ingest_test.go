@@ -1,0 +1,320 @@
+package ingest
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cardbind/cardbind/protocol"
+	"github.com/cardbind/cardbind/verifier"
+)
+
+// memStore is an in-memory fake of the store with the same version rules.
+type memStore struct {
+	mu      sync.Mutex
+	cards   map[protocol.ICCID]verifier.Card
+	devices map[string]verifier.Device
+	history []verifier.HistoryEntry
+	outbox  []verifier.OutboxEntry
+	commits int
+}
+
+func newMemStore() *memStore {
+	return &memStore{cards: map[protocol.ICCID]verifier.Card{}, devices: map[string]verifier.Device{}}
+}
+
+func (m *memStore) Card(_ context.Context, iccid protocol.ICCID) (*verifier.Card, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.cards[iccid]
+	if !ok {
+		return nil, verifier.ErrNotFound
+	}
+	// A deep copy through JSON, as a real store decodes.
+	b, _ := json.Marshal(c)
+	var out verifier.Card
+	_ = json.Unmarshal(b, &out)
+	return &out, nil
+}
+
+func (m *memStore) Device(_ context.Context, id string) (*verifier.Device, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d, ok := m.devices[id]
+	if !ok {
+		return nil, verifier.ErrNotFound
+	}
+	return &d, nil
+}
+
+func (m *memStore) Commit(_ context.Context, c *verifier.Commit) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c.Card != nil {
+		if old, ok := m.cards[c.Card.ICCID]; (ok && old.Version != c.Card.Version) || (!ok && c.Card.Version != 0) {
+			return verifier.ErrConflict
+		}
+	}
+	if c.Device != nil {
+		if old, ok := m.devices[c.Device.ID]; (ok && old.Version != c.Device.Version) || (!ok && c.Device.Version != 0) {
+			return verifier.ErrConflict
+		}
+	}
+	if c.Card != nil {
+		c.Card.Version++
+		m.cards[c.Card.ICCID] = *c.Card
+	}
+	if c.Device != nil {
+		c.Device.Version++
+		m.devices[c.Device.ID] = *c.Device
+	}
+	if c.History != nil {
+		m.history = append(m.history, *c.History)
+	}
+	m.outbox = append(m.outbox, c.Outbox...)
+	m.commits++
+	return nil
+}
+
+const (
+	gw1IMEI  protocol.IMEI  = "356938035643809"
+	gw2IMEI  protocol.IMEI  = "352099001761481"
+	phone    protocol.IMEI  = "490154203237518"
+	cardA    protocol.ICCID = "89860318640220133897"
+	cardB    protocol.ICCID = "8901260886258128535"
+	tenant                  = "acme"
+	t0secs                  = 1_800_000_000
+)
+
+type fixture struct {
+	t     *testing.T
+	store *memStore
+	in    *Ingest
+	keys  map[string]ed25519.PrivateKey
+	seq   map[string]uint64
+	now   time.Time
+}
+
+func newFixture(t *testing.T) *fixture {
+	f := &fixture{t: t, store: newMemStore(), keys: map[string]ed25519.PrivateKey{}, seq: map[string]uint64{},
+		now: time.Unix(t0secs, 0).UTC()}
+	f.in = New(f.store, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Time { return f.now })
+	f.enroll("gw-1", gw1IMEI)
+	f.enroll("gw-2", gw2IMEI)
+	for _, c := range []protocol.ICCID{cardA, cardB} {
+		f.store.cards[c] = verifier.Card{ICCID: c, Tenant: tenant, IMSI: "460031234567890"}
+	}
+	return f
+}
+
+func (f *fixture) enroll(id string, imei protocol.IMEI) {
+	seed := make([]byte, ed25519.SeedSize)
+	copy(seed, id)
+	key := ed25519.NewKeyFromSeed(seed)
+	f.keys[id] = key
+	f.store.devices[id] = verifier.Device{ID: id, Tenant: tenant, PublicKey: key.Public().(ed25519.PublicKey), IMEI: imei}
+}
+
+func (f *fixture) bind(c protocol.ICCID, b *verifier.Binding) {
+	card := f.store.cards[c]
+	card.Binding = b
+	card.Status.State = protocol.CardActive
+	f.store.cards[c] = card
+}
+
+// report builds a signed report of device id holding card (empty: no SIM).
+func (f *fixture) report(id string, imei protocol.IMEI, card protocol.ICCID) []byte {
+	f.seq[id]++
+	r := &protocol.Report{Version: 1, DeviceID: id, Seq: f.seq[id], Time: f.now, Reason: protocol.ReasonChange,
+		IMEI: imei, SIM: protocol.SIMPresent, ICCID: card, Registration: protocol.Registration{State: protocol.RegHome, Stat: 1}}
+	if card == "" {
+		r.SIM = protocol.SIMAbsent
+	}
+	protocol.SignReport(f.keys[id], r)
+	b, _ := protocol.EncodeReport(r)
+	return b
+}
+
+func (f *fixture) handle(id string, payload []byte) {
+	f.t.Helper()
+	if err := f.in.HandleReport(context.Background(), id, payload); err != nil {
+		f.t.Fatalf("HandleReport: %v", err)
+	}
+}
+
+func (f *fixture) state(c protocol.ICCID) protocol.CardState { return f.store.cards[c].Status.State }
+
+func (f *fixture) outboxKinds() []string {
+	var out []string
+	for _, e := range f.store.outbox {
+		if e.Kind == verifier.OutboxEnforce {
+			var task verifier.EnforceTask
+			_ = json.Unmarshal(e.Payload, &task)
+			out = append(out, "enforce:"+string(task.Action))
+		} else {
+			a, err := protocol.DecodeAlert(e.Payload)
+			if err != nil {
+				f.t.Fatalf("outbox alert does not decode: %v", err)
+			}
+			out = append(out, "alert:"+string(a.Type))
+		}
+	}
+	return out
+}
+
+func TestSwapBlocksAndBackResumes(t *testing.T) {
+	f := newFixture(t)
+	f.bind(cardA, &verifier.Binding{IMEIs: []protocol.IMEI{gw1IMEI}, Mode: verifier.ModeBlock, AutoResume: true})
+
+	f.handle("gw-1", f.report("gw-1", gw1IMEI, cardA))
+	if f.state(cardA) != protocol.CardActive || len(f.store.outbox) != 0 {
+		t.Fatalf("in its own gateway: state %s outbox %v", f.state(cardA), f.outboxKinds())
+	}
+	// Card A is moved into gateway 2: gateway 1 reports the slot empty,
+	// gateway 2 reports card A.
+	f.handle("gw-1", f.report("gw-1", gw1IMEI, ""))
+	if f.state(cardA) != protocol.CardBlocked {
+		t.Fatalf("after separation: %s", f.state(cardA))
+	}
+	f.handle("gw-2", f.report("gw-2", gw2IMEI, cardA))
+	f.handle("gw-1", f.report("gw-1", gw1IMEI, cardA)) // back home
+	if f.state(cardA) != protocol.CardActive {
+		t.Fatalf("back home: %s", f.state(cardA))
+	}
+	want := []string{"enforce:block", "alert:separated", "alert:blocked", "alert:mismatch", "enforce:resume", "alert:resumed"}
+	if got := f.outboxKinds(); !slices.Equal(got, want) {
+		t.Errorf("outbox = %v\nwant     %v", got, want)
+	}
+	if n := len(f.store.history); n != 3 {
+		t.Errorf("history has %d entries, want 3", n)
+	}
+	for i, h := range f.store.history {
+		if h.Seq != uint64(i+1) {
+			t.Errorf("history entry %d has seq %d", i, h.Seq)
+		}
+	}
+	if got := f.store.devices["gw-1"].LastSeq; got != 3 {
+		t.Errorf("gw-1 last seq = %d", got)
+	}
+	if f.in.Stats().Accepted.Load() != 4 {
+		t.Errorf("accepted = %d", f.in.Stats().Accepted.Load())
+	}
+}
+
+func TestRefusedReportsChangeNothing(t *testing.T) {
+	f := newFixture(t)
+	f.bind(cardA, &verifier.Binding{IMEIs: []protocol.IMEI{gw1IMEI}, Mode: verifier.ModeBlock, AutoResume: true})
+	good := f.report("gw-2", gw2IMEI, cardA)
+	f.handle("gw-2", good)
+	if f.state(cardA) != protocol.CardBlocked {
+		t.Fatalf("foreign IMEI: %s", f.state(cardA))
+	}
+	f.handle("gw-1", f.report("gw-1", gw1IMEI, cardA))
+	if f.state(cardA) != protocol.CardActive {
+		t.Fatalf("right IMEI: %s", f.state(cardA))
+	}
+	before := f.store.commits
+
+	// Replayed: the genuine report of the foreign device, published again.
+	f.handle("gw-2", good)
+	// Forged: a report in gw-2's name signed with gw-1's key.
+	f.seq["gw-2"]++
+	forged := &protocol.Report{Version: 1, DeviceID: "gw-2", Seq: f.seq["gw-2"], Time: f.now, Reason: protocol.ReasonChange,
+		IMEI: gw2IMEI, SIM: protocol.SIMPresent, ICCID: cardA, Registration: protocol.Registration{State: protocol.RegHome, Stat: 1}}
+	protocol.SignReport(f.keys["gw-1"], forged)
+	fb, _ := protocol.EncodeReport(forged)
+	f.handle("gw-2", fb)
+	// Published on another device's topic.
+	f.handle("gw-1", f.report("gw-2", gw2IMEI, cardA))
+	// Unknown device and garbage.
+	f.handle("gw-9", []byte(`{"v":1}`))
+	f.enroll("gw-3", phone)
+	delete(f.store.devices, "gw-3")
+	f.handle("gw-3", f.report("gw-3", phone, cardA))
+
+	if f.state(cardA) != protocol.CardActive || f.store.commits != before {
+		t.Errorf("refused reports changed something: state %s, %d commits", f.state(cardA), f.store.commits-before)
+	}
+	s := f.in.Stats()
+	if s.Replayed.Load() != 1 || s.Forged.Load() != 1 || s.TopicMismatch.Load() != 1 || s.Malformed.Load() != 1 || s.UnknownDevice.Load() != 1 {
+		t.Errorf("counters: replayed %d forged %d topic %d malformed %d unknown %d", s.Replayed.Load(), s.Forged.Load(),
+			s.TopicMismatch.Load(), s.Malformed.Load(), s.UnknownDevice.Load())
+	}
+}
+
+func TestUnknownCardAndCrossTenant(t *testing.T) {
+	f := newFixture(t)
+	f.handle("gw-1", f.report("gw-1", gw1IMEI, "8910042348144559361"))
+	if f.in.Stats().UnknownCard.Load() != 1 || f.store.devices["gw-1"].LastSeq != 1 {
+		t.Errorf("unknown card: counter %d, seq %d", f.in.Stats().UnknownCard.Load(), f.store.devices["gw-1"].LastSeq)
+	}
+	other := f.store.cards[cardB]
+	other.Tenant = "globex"
+	other.Binding = &verifier.Binding{IMEIs: []protocol.IMEI{gw2IMEI}, Mode: verifier.ModeBlock}
+	other.Status.State = protocol.CardActive
+	f.store.cards[cardB] = other
+	f.handle("gw-1", f.report("gw-1", gw1IMEI, cardB))
+	if f.state(cardB) != protocol.CardActive || f.in.Stats().CrossTenant.Load() != 1 {
+		t.Errorf("another tenant's device changed the card: %s", f.state(cardB))
+	}
+	if f.store.devices["gw-1"].LastSeq != 2 {
+		t.Errorf("seq not recorded for a genuine report: %d", f.store.devices["gw-1"].LastSeq)
+	}
+}
+
+func TestDeviceFlagged(t *testing.T) {
+	f := newFixture(t)
+	f.bind(cardA, &verifier.Binding{IMEIs: []protocol.IMEI{gw1IMEI, phone}, Mode: verifier.ModeBlock, AutoResume: true})
+	f.handle("gw-1", f.report("gw-1", phone, cardA)) // module swapped or IMEI rewritten
+	if got := f.outboxKinds(); !slices.Equal(got, []string{"alert:device_flagged"}) {
+		t.Errorf("outbox = %v", got)
+	}
+	if f.in.Stats().Flagged.Load() != 1 {
+		t.Error("not counted")
+	}
+}
+
+func TestNetworkObservationAndGrace(t *testing.T) {
+	f := newFixture(t)
+	f.bind(cardA, &verifier.Binding{IMEIs: []protocol.IMEI{gw1IMEI}, Mode: verifier.ModeBlock, Grace: time.Minute, AutoResume: true})
+	obs := verifier.Observation{Kind: verifier.ObservedIn, ICCID: cardA, IMEI: phone, Source: protocol.SourceRADIUS, Time: f.now}
+	out, err := f.in.Observe(context.Background(), obs, "")
+	if err != nil || out.Card.Status.State != protocol.CardGrace {
+		t.Fatalf("Observe: %v %v", out.Card.Status.State, err)
+	}
+	if err := f.in.ExpireGrace(context.Background(), cardA); err != nil || f.state(cardA) != protocol.CardGrace {
+		t.Fatalf("expired early: %s %v", f.state(cardA), err)
+	}
+	f.now = f.now.Add(time.Minute)
+	if err := f.in.ExpireGrace(context.Background(), cardA); err != nil || f.state(cardA) != protocol.CardBlocked {
+		t.Fatalf("not blocked after grace: %s %v", f.state(cardA), err)
+	}
+	if got := f.outboxKinds(); !slices.Equal(got, []string{"alert:mismatch", "enforce:block", "alert:blocked"}) {
+		t.Errorf("outbox = %v", got)
+	}
+}
+
+// Outbox ids are derived from the card and its history sequence, so that a
+// report processed again after a crash (before its sequence number was
+// recorded) produces the same ids, which the dispatcher deduplicates.
+func TestOutboxIDsStable(t *testing.T) {
+	f := newFixture(t)
+	f.bind(cardA, &verifier.Binding{IMEIs: []protocol.IMEI{gw1IMEI}, Mode: verifier.ModeBlock, AutoResume: true})
+	f.handle("gw-2", f.report("gw-2", gw2IMEI, cardA))
+	ids := map[string]bool{}
+	for _, e := range f.store.outbox {
+		if ids[e.ID] {
+			t.Errorf("duplicate outbox id %s", e.ID)
+		}
+		ids[e.ID] = true
+	}
+	if !ids[string(cardA)+"-1-block"] || !ids[string(cardA)+"-1-mismatch"] {
+		t.Errorf("ids = %v", ids)
+	}
+}
