@@ -83,13 +83,13 @@ func (m *memStore) Commit(_ context.Context, c *verifier.Commit) error {
 }
 
 const (
-	gw1IMEI  protocol.IMEI  = "356938035643809"
-	gw2IMEI  protocol.IMEI  = "352099001761481"
-	phone    protocol.IMEI  = "490154203237518"
-	cardA    protocol.ICCID = "89860318640220133897"
-	cardB    protocol.ICCID = "8901260886258128535"
-	tenant                  = "acme"
-	t0secs                  = 1_800_000_000
+	gw1IMEI protocol.IMEI  = "356938035643809"
+	gw2IMEI protocol.IMEI  = "352099001761481"
+	phone   protocol.IMEI  = "490154203237518"
+	cardA   protocol.ICCID = "89860318640220133897"
+	cardB   protocol.ICCID = "8901260886258128535"
+	tenant                 = "acme"
+	t0secs                 = 1_800_000_000
 )
 
 type fixture struct {
