@@ -1,0 +1,15 @@
+// Package modem simulates a cellular modem that speaks AT commands, for tests
+// and demos of cardbind.
+//
+// A Modem holds the device state (IMEI, SIM card, registration, V.250
+// settings) and answers AT command lines written to it over any byte stream
+// (see Modem.Serve). Personalities ("generic", "quectel", "simcom", "ublox")
+// change the vendor surface: identification strings, the ICCID command, boot
+// and SIM hot-swap unsolicited result codes (URCs) and a few quirks.
+//
+// The simulator is written independently of the cardbind agent's AT engine on
+// purpose: it must behave like the outside world, so it shares no code with it.
+//
+// The pseudo-terminal host lives in package ptyhost and the HTTP control API
+// in package control; this package does no terminal or HTTP work itself.
+package modem

@@ -1,0 +1,383 @@
+// Package network is a simulated operator network for cardbind tests and
+// demos. It is a test double of an operator, not an operator: it keeps, in
+// memory, per SIM card (ICCID, IMSI, MSISDN, assigned IPv4) whether the card
+// is attached, in which IMEI, and whether it is blocked.
+//
+// Two sides use it. Enforcement adapters block and resume cards, read them
+// and list the blocked ones. Simulated modems attach and detach, and watch
+// their card to learn within milliseconds that it was blocked or resumed.
+// Network is the in-memory implementation, Handler serves it over HTTP JSON
+// and Client calls that HTTP API. Network and Client have the same methods,
+// so in-process tests can skip HTTP.
+package network
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Errors of the network.
+var (
+	// ErrNotFound means no card has that ICCID.
+	ErrNotFound = errors.New("network: card not found")
+	// ErrConflict means a card exists with different identifiers.
+	ErrConflict = errors.New("network: card exists with different identifiers")
+	// ErrInvalid means a request is malformed.
+	ErrInvalid = errors.New("network: invalid request")
+)
+
+// Attach results.
+const (
+	// ResultRegistered means the network accepted the card.
+	ResultRegistered = "registered"
+	// ResultDenied means the network refused the card (registration denied).
+	ResultDenied = "denied"
+)
+
+// Card is the network's view of one SIM card.
+type Card struct {
+	ICCID  string `json:"iccid"`
+	IMSI   string `json:"imsi"`
+	MSISDN string `json:"msisdn,omitempty"`
+	// IP is the IPv4 address assigned to the card's data sessions.
+	IP string `json:"ip"`
+	// Attached is true while a device is registered with the card.
+	Attached bool `json:"attached"`
+	// IMEI is the equipment of the current attachment, or of the last
+	// attempt when not attached.
+	IMEI string `json:"imei,omitempty"`
+	// Blocked cards are denied registration and data.
+	Blocked     bool   `json:"blocked"`
+	BlockReason string `json:"blockReason,omitempty"`
+	// Version goes up by one on every change of the card; Watch uses it.
+	Version   uint64    `json:"version"`
+	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// CardSpec registers a card.
+type CardSpec struct {
+	ICCID  string `json:"iccid"`
+	IMSI   string `json:"imsi"`
+	MSISDN string `json:"msisdn,omitempty"`
+}
+
+// Filter selects cards in Cards. Empty fields match everything.
+type Filter struct {
+	IMSI    string
+	MSISDN  string
+	Blocked *bool
+}
+
+// AttachRequest is what a device sends to register a card.
+type AttachRequest struct {
+	ICCID  string `json:"iccid"`
+	IMSI   string `json:"imsi"`
+	MSISDN string `json:"msisdn,omitempty"`
+	IMEI   string `json:"imei"`
+}
+
+// AttachResult is the network's answer to an attach.
+type AttachResult struct {
+	// Result is ResultRegistered or ResultDenied.
+	Result string `json:"result"`
+	// Cause explains a denial.
+	Cause string `json:"cause,omitempty"`
+	// IP is the data address when registered.
+	IP   string `json:"ip,omitempty"`
+	Card Card   `json:"card"`
+}
+
+// Options configure a Network.
+type Options struct {
+	// Strict makes attach of an unknown card fail (denied). By default the
+	// network provisions an unknown card on its first attach.
+	Strict bool
+	// Pool is the IPv4 prefix addresses are assigned from; the zero value
+	// means 10.64.0.0/10.
+	Pool netip.Prefix
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Network is the in-memory simulated operator network. It is safe for
+// concurrent use.
+type Network struct {
+	strict bool
+	now    func() time.Time
+	pool   netip.Prefix
+
+	mu     sync.Mutex
+	cards  map[string]*entry
+	nextIP netip.Addr
+}
+
+type entry struct {
+	card    Card
+	changed chan struct{} // closed and replaced on every change
+}
+
+// New returns an empty network.
+func New(opts Options) *Network {
+	n := &Network{strict: opts.Strict, now: opts.Now, pool: opts.Pool, cards: map[string]*entry{}}
+	if n.now == nil {
+		n.now = time.Now
+	}
+	if !n.pool.IsValid() || !n.pool.Addr().Is4() {
+		n.pool = netip.MustParsePrefix("10.64.0.0/10")
+	}
+	n.pool = n.pool.Masked()
+	n.nextIP = n.pool.Addr().Next()
+	return n
+}
+
+func normalise(s string) string { return strings.ToUpper(strings.TrimSpace(s)) }
+
+func validICCID(s string) bool {
+	if len(s) < 18 || len(s) > 20 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9') && !(c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+func validDigits(s string, lo, hi int) bool {
+	if len(s) < lo || len(s) > hi {
+		return false
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func (s CardSpec) validate() error {
+	if !validICCID(s.ICCID) {
+		return fmt.Errorf("%w: ICCID %q", ErrInvalid, s.ICCID)
+	}
+	if !validDigits(s.IMSI, 6, 15) {
+		return fmt.Errorf("%w: IMSI %q", ErrInvalid, s.IMSI)
+	}
+	if s.MSISDN != "" && !validDigits(strings.TrimPrefix(s.MSISDN, "+"), 3, 15) {
+		return fmt.Errorf("%w: MSISDN %q", ErrInvalid, s.MSISDN)
+	}
+	return nil
+}
+
+// touch records a change of e; n.mu must be held.
+func (n *Network) touch(e *entry) {
+	e.card.Version++
+	e.card.UpdatedAt = n.now().UTC()
+	close(e.changed)
+	e.changed = make(chan struct{})
+}
+
+// allocIP returns the next free address of the pool; n.mu must be held.
+func (n *Network) allocIP() (string, error) {
+	a := n.nextIP
+	if !n.pool.Contains(a) || !n.pool.Contains(a.Next()) {
+		return "", fmt.Errorf("network: address pool %s exhausted", n.pool)
+	}
+	n.nextIP = a.Next()
+	return a.String(), nil
+}
+
+// register adds a card; n.mu must be held.
+func (n *Network) register(spec CardSpec) (*entry, bool, error) {
+	if e, ok := n.cards[spec.ICCID]; ok {
+		c := e.card
+		if c.IMSI != spec.IMSI || (spec.MSISDN != "" && c.MSISDN != spec.MSISDN) {
+			return e, false, fmt.Errorf("%w: %s", ErrConflict, spec.ICCID)
+		}
+		return e, false, nil
+	}
+	ip, err := n.allocIP()
+	if err != nil {
+		return nil, false, err
+	}
+	e := &entry{
+		card: Card{
+			ICCID: spec.ICCID, IMSI: spec.IMSI, MSISDN: spec.MSISDN, IP: ip,
+			Version: 1, UpdatedAt: n.now().UTC(),
+		},
+		changed: make(chan struct{}),
+	}
+	n.cards[spec.ICCID] = e
+	return e, true, nil
+}
+
+// Register adds a card to the network. Registering the same card again is a
+// no-op (created is false); different identifiers for a known ICCID give
+// ErrConflict.
+func (n *Network) Register(_ context.Context, spec CardSpec) (card Card, created bool, err error) {
+	spec.ICCID, spec.IMSI, spec.MSISDN = normalise(spec.ICCID), normalise(spec.IMSI), strings.TrimSpace(spec.MSISDN)
+	if err := spec.validate(); err != nil {
+		return Card{}, false, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	e, created, err := n.register(spec)
+	if e == nil {
+		return Card{}, false, err
+	}
+	return e.card, created, err
+}
+
+// Card returns one card.
+func (n *Network) Card(_ context.Context, iccid string) (Card, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	e, ok := n.cards[normalise(iccid)]
+	if !ok {
+		return Card{}, fmt.Errorf("%w: %s", ErrNotFound, iccid)
+	}
+	return e.card, nil
+}
+
+// Cards lists the cards that match f, ordered by ICCID.
+func (n *Network) Cards(_ context.Context, f Filter) ([]Card, error) {
+	n.mu.Lock()
+	out := make([]Card, 0, len(n.cards))
+	for _, e := range n.cards {
+		c := e.card
+		if (f.IMSI != "" && c.IMSI != f.IMSI) || (f.MSISDN != "" && c.MSISDN != f.MSISDN) ||
+			(f.Blocked != nil && c.Blocked != *f.Blocked) {
+			continue
+		}
+		out = append(out, c)
+	}
+	n.mu.Unlock()
+	slices.SortFunc(out, func(a, b Card) int { return strings.Compare(a.ICCID, b.ICCID) })
+	return out, nil
+}
+
+// Block bars a card from the network: it is detached at once and further
+// attaches are denied. Blocking a blocked card changes nothing.
+func (n *Network) Block(_ context.Context, iccid, reason string) (Card, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	e, ok := n.cards[normalise(iccid)]
+	if !ok {
+		return Card{}, fmt.Errorf("%w: %s", ErrNotFound, iccid)
+	}
+	if e.card.Blocked {
+		return e.card, nil
+	}
+	e.card.Blocked = true
+	e.card.BlockReason = reason
+	e.card.Attached = false
+	n.touch(e)
+	return e.card, nil
+}
+
+// Resume lifts a block; the card's device may attach again. Resuming a card
+// that is not blocked changes nothing.
+func (n *Network) Resume(_ context.Context, iccid string) (Card, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	e, ok := n.cards[normalise(iccid)]
+	if !ok {
+		return Card{}, fmt.Errorf("%w: %s", ErrNotFound, iccid)
+	}
+	if !e.card.Blocked {
+		return e.card, nil
+	}
+	e.card.Blocked = false
+	e.card.BlockReason = ""
+	n.touch(e)
+	return e.card, nil
+}
+
+// Attach registers a card in a device. Unknown cards are provisioned on
+// the fly unless the network is strict. Blocked cards, unknown cards of a
+// strict network and cards whose IMSI does not match are denied.
+func (n *Network) Attach(_ context.Context, req AttachRequest) (AttachResult, error) {
+	spec := CardSpec{ICCID: normalise(req.ICCID), IMSI: normalise(req.IMSI), MSISDN: strings.TrimSpace(req.MSISDN)}
+	if err := spec.validate(); err != nil {
+		return AttachResult{}, err
+	}
+	if !validDigits(req.IMEI, 14, 16) {
+		return AttachResult{}, fmt.Errorf("%w: IMEI %q", ErrInvalid, req.IMEI)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	e, ok := n.cards[spec.ICCID]
+	if !ok {
+		if n.strict {
+			return AttachResult{Result: ResultDenied, Cause: "unknown card", Card: Card{ICCID: spec.ICCID}}, nil
+		}
+		var err error
+		if e, _, err = n.register(spec); err != nil {
+			return AttachResult{}, err
+		}
+	}
+	if e.card.IMSI != spec.IMSI {
+		return AttachResult{Result: ResultDenied, Cause: "IMSI does not match the card", Card: e.card}, nil
+	}
+	if e.card.Blocked {
+		if e.card.IMEI != req.IMEI || e.card.Attached {
+			e.card.IMEI = req.IMEI
+			e.card.Attached = false
+			n.touch(e)
+		}
+		return AttachResult{Result: ResultDenied, Cause: "card blocked", Card: e.card}, nil
+	}
+	if !e.card.Attached || e.card.IMEI != req.IMEI {
+		e.card.Attached = true
+		e.card.IMEI = req.IMEI
+		n.touch(e)
+	}
+	return AttachResult{Result: ResultRegistered, IP: e.card.IP, Card: e.card}, nil
+}
+
+// Detach ends the card's registration. With a non-empty imei it only
+// detaches that device, so a late detach from an old device does not cut
+// off a new one. Detaching a detached card changes nothing.
+func (n *Network) Detach(_ context.Context, iccid, imei string) (Card, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	e, ok := n.cards[normalise(iccid)]
+	if !ok {
+		return Card{}, fmt.Errorf("%w: %s", ErrNotFound, iccid)
+	}
+	if e.card.Attached && (imei == "" || imei == e.card.IMEI) {
+		e.card.Attached = false
+		n.touch(e)
+	}
+	return e.card, nil
+}
+
+// Watch waits until the card's Version is greater than after and returns
+// the card. When ctx ends first it returns the card as it is, with
+// ctx.Err().
+func (n *Network) Watch(ctx context.Context, iccid string, after uint64) (Card, error) {
+	for {
+		n.mu.Lock()
+		e, ok := n.cards[normalise(iccid)]
+		if !ok {
+			n.mu.Unlock()
+			return Card{}, fmt.Errorf("%w: %s", ErrNotFound, iccid)
+		}
+		card, changed := e.card, e.changed
+		n.mu.Unlock()
+		if card.Version > after {
+			return card, nil
+		}
+		select {
+		case <-ctx.Done():
+			return card, ctx.Err()
+		case <-changed:
+		}
+	}
+}
