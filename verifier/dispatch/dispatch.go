@@ -1,0 +1,218 @@
+// Package dispatch drains the verifier's outbox: it hands every entry of
+// one kind to a handler, removes it when the handler succeeds, and retries
+// it with exponential backoff and jitter when the handler fails. Entries
+// are written in the same atomic batch as the decision that caused them,
+// so a crash at any point loses nothing; handlers get the entry's stable
+// id as an idempotency key, so a repeat after a crash does no harm.
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cardbind/cardbind/verifier"
+)
+
+// Store is what a dispatcher needs of the verifier's store.
+type Store interface {
+	PendingOutbox(ctx context.Context, kind verifier.OutboxKind, now time.Time, limit int) ([]verifier.OutboxEntry, error)
+	RescheduleOutbox(ctx context.Context, e verifier.OutboxEntry) error
+	CompleteOutbox(ctx context.Context, id string) error
+}
+
+// Handler carries out one outbox entry. An error wrapping ErrPermanent
+// means retrying cannot help: the entry is dropped and counted.
+type Handler func(ctx context.Context, e verifier.OutboxEntry) error
+
+// ErrPermanent marks a handler error that retrying cannot cure (a payload
+// that does not decode, a sink that is gone for good).
+var ErrPermanent = errors.New("permanent failure")
+
+// Config tunes a dispatcher. Zero values take the defaults.
+type Config struct {
+	// Workers is how many entries are handled at once (default 8).
+	Workers int
+	// Batch is how many due entries are fetched at a time (default 256).
+	Batch int
+	// Poll is how often the outbox is read when nobody calls Wake
+	// (default 250ms).
+	Poll time.Duration
+	// MinBackoff and MaxBackoff bound the delay between attempts
+	// (defaults 200ms and 5 minutes).
+	MinBackoff, MaxBackoff time.Duration
+	// MaxAge gives up on an entry this long after it was created
+	// (default 24 hours); 0 keeps the default, negative never gives up.
+	MaxAge time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.Workers <= 0 {
+		c.Workers = 8
+	}
+	if c.Batch <= 0 {
+		c.Batch = 256
+	}
+	if c.Poll <= 0 {
+		c.Poll = 250 * time.Millisecond
+	}
+	if c.MinBackoff <= 0 {
+		c.MinBackoff = 200 * time.Millisecond
+	}
+	if c.MaxBackoff <= 0 {
+		c.MaxBackoff = 5 * time.Minute
+	}
+	if c.MaxAge == 0 {
+		c.MaxAge = 24 * time.Hour
+	}
+}
+
+// Stats counts what a dispatcher did.
+type Stats struct {
+	Done, Retried, Dropped atomic.Uint64
+}
+
+// Dispatcher drains the outbox entries of one kind.
+type Dispatcher struct {
+	store   Store
+	kind    verifier.OutboxKind
+	handle  Handler
+	cfg     Config
+	log     *slog.Logger
+	now     func() time.Time
+	wake    chan struct{}
+	stats   Stats
+	running sync.Map // entry id -> struct{}: handled right now
+}
+
+// New returns a dispatcher for entries of kind.
+func New(store Store, kind verifier.OutboxKind, handle Handler, cfg Config, log *slog.Logger, now func() time.Time) *Dispatcher {
+	cfg.defaults()
+	return &Dispatcher{store: store, kind: kind, handle: handle, cfg: cfg, log: log.With("outbox", string(kind)),
+		now: now, wake: make(chan struct{}, 1)}
+}
+
+// Stats returns the live counters.
+func (d *Dispatcher) Stats() *Stats { return &d.stats }
+
+// Wake makes the dispatcher read the outbox now rather than at its next
+// poll. It never blocks.
+func (d *Dispatcher) Wake() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run drains the outbox until ctx ends. Entries being handled when ctx
+// ends are finished or left for the next run.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	sem := make(chan struct{}, d.cfg.Workers)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+		case <-d.wake:
+		}
+		full, err := d.round(ctx, sem, &wg)
+		if err != nil && ctx.Err() == nil {
+			d.log.Error("read outbox", "err", err)
+		}
+		next := d.cfg.Poll
+		if full {
+			next = 0 // more may be due right away
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(next)
+	}
+}
+
+// round fetches due entries and starts a worker for each one that is not
+// already being handled. It reports whether the batch was full.
+func (d *Dispatcher) round(ctx context.Context, sem chan struct{}, wg *sync.WaitGroup) (bool, error) {
+	entries, err := d.store.PendingOutbox(ctx, d.kind, d.now(), d.cfg.Batch)
+	if err != nil {
+		return false, fmt.Errorf("dispatch: pending %s: %w", d.kind, err)
+	}
+	started := 0
+	for _, e := range entries {
+		if _, busy := d.running.LoadOrStore(e.ID, struct{}{}); busy {
+			continue
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			d.running.Delete(e.ID)
+			return false, nil
+		}
+		started++
+		wg.Add(1)
+		go func(e verifier.OutboxEntry) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			defer d.running.Delete(e.ID)
+			d.one(ctx, e)
+			d.Wake() // a finished entry may unblock more
+		}(e)
+	}
+	return len(entries) == d.cfg.Batch && started > 0, nil
+}
+
+func (d *Dispatcher) one(ctx context.Context, e verifier.OutboxEntry) {
+	err := d.handle(ctx, e)
+	switch {
+	case err == nil:
+		if cerr := d.store.CompleteOutbox(ctx, e.ID); cerr != nil {
+			d.log.Error("complete outbox entry", "id", e.ID, "err", cerr)
+			return
+		}
+		d.stats.Done.Add(1)
+	case ctx.Err() != nil:
+		// Shutting down: the entry stays for the next run.
+	case errors.Is(err, ErrPermanent) || (d.cfg.MaxAge > 0 && d.now().Sub(e.Created) > d.cfg.MaxAge):
+		d.log.Error("outbox entry dropped", "id", e.ID, "attempts", e.Attempts+1, "err", err)
+		if cerr := d.store.CompleteOutbox(ctx, e.ID); cerr != nil {
+			d.log.Error("drop outbox entry", "id", e.ID, "err", cerr)
+			return
+		}
+		d.stats.Dropped.Add(1)
+	default:
+		e.Attempts++
+		delay := Backoff(e.Attempts, d.cfg.MinBackoff, d.cfg.MaxBackoff)
+		e.NotBefore = d.now().Add(delay)
+		d.log.Warn("outbox entry failed; will retry", "id", e.ID, "attempts", e.Attempts, "retry_in", delay, "err", err)
+		if rerr := d.store.RescheduleOutbox(ctx, e); rerr != nil {
+			d.log.Error("reschedule outbox entry", "id", e.ID, "err", rerr)
+			return
+		}
+		d.stats.Retried.Add(1)
+	}
+}
+
+// Backoff returns the delay before attempt n+1 after n failures:
+// exponential from min, capped at max, with up to 25% jitter below.
+func Backoff(n int, min, max time.Duration) time.Duration {
+	d := min
+	for i := 1; i < n && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	return d - time.Duration(rand.Int64N(int64(d)/4+1))
+}
