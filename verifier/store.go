@@ -51,6 +51,29 @@ type Store interface {
 	// not an error (a dispatcher may finish twice after a crash).
 	CompleteOutbox(ctx context.Context, id string) error
 
+	// PutRecord stores value under (ns, key), replacing what was there.
+	// Records are the few, rarely written things: tenants, credentials,
+	// enrolment tokens, settings.
+	PutRecord(ctx context.Context, ns, key string, value []byte) error
+	// GetRecord returns the value under (ns, key).
+	GetRecord(ctx context.Context, ns, key string) ([]byte, error)
+	// TakeRecord returns the value under (ns, key) and deletes it, in one
+	// atomic step: of two concurrent callers, one gets it and the other
+	// gets ErrNotFound (one-time tokens rely on it).
+	TakeRecord(ctx context.Context, ns, key string) ([]byte, error)
+	// DeleteRecord deletes (ns, key); deleting an absent record is not an
+	// error.
+	DeleteRecord(ctx context.Context, ns, key string) error
+	// ListRecords returns up to limit records of ns with keys greater than
+	// after, in key order.
+	ListRecords(ctx context.Context, ns, after string, limit int) ([]Record, error)
+
 	// Close flushes and closes the store.
 	Close() error
+}
+
+// Record is one entry of Store's record space.
+type Record struct {
+	Key   string
+	Value []byte
 }

@@ -218,6 +218,9 @@ type Device struct {
 	Tenant string `json:"tenant"`
 	// PublicKey is the device's Ed25519 key that signs its reports.
 	PublicKey []byte `json:"public_key"`
+	// SecretHash is the SHA-256 of the device's MQTT password (a random
+	// secret issued at enrolment; only its hash is kept).
+	SecretHash []byte `json:"secret_hash"`
 	// IMEI is the modem IMEI at enrolment.
 	IMEI protocol.IMEI `json:"imei"`
 	// LastSeq is the highest report sequence number accepted.
