@@ -134,6 +134,9 @@ const (
 	// ObservedAdminBlock and ObservedAdminResume are an operator's hand.
 	ObservedAdminBlock  ObservationKind = "admin_block"
 	ObservedAdminResume ObservationKind = "admin_resume"
+	// ObservedBindingChange: a binding was set or removed (history only;
+	// never given to the engine).
+	ObservedBindingChange ObservationKind = "binding"
 )
 
 // Observation is one fact about a card: it was seen in equipment IMEI at
