@@ -1,0 +1,203 @@
+// Package config is the cardbind verifier's configuration: defaults that
+// run out of the box, a TOML file that overrides them, and validation that
+// names the key at fault. docs/configuration.md documents every key.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/cardbind/cardbind/verifier/enforce"
+)
+
+// Config is the verifier's whole configuration.
+type Config struct {
+	// DataDir holds the store, the broker's JetStream files, keys and the
+	// operator credential.
+	DataDir string    `toml:"data_dir"`
+	HTTP    HTTP      `toml:"http"`
+	MQTT    MQTT      `toml:"mqtt"`
+	Enforce Enforce   `toml:"enforce"`
+	Ingest  Ingest    `toml:"ingest"`
+	Log     Log       `toml:"log"`
+	Store   StoreConf `toml:"store"`
+}
+
+// HTTP configures the HTTP listener (admin API, enrolment, CAMARA API,
+// metrics, health).
+type HTTP struct {
+	Listen string `toml:"listen"`
+	// TLSCert and TLSKey enable HTTPS when both are set.
+	TLSCert string `toml:"tls_cert"`
+	TLSKey  string `toml:"tls_key"`
+}
+
+// MQTT configures the embedded broker's MQTT listener.
+type MQTT struct {
+	Listen  string `toml:"listen"`
+	TLSCert string `toml:"tls_cert"`
+	TLSKey  string `toml:"tls_key"`
+	// PublicURL is the address devices are told to connect to at
+	// enrolment; default derived from Listen.
+	PublicURL string `toml:"public_url"`
+	// MaxConnections bounds concurrent MQTT sessions.
+	MaxConnections int `toml:"max_connections"`
+}
+
+// Enforce chooses how cards are blocked and resumed.
+type Enforce struct {
+	// Adapter is "none" (alert only), "simnet" (the firmware-sim operator
+	// network at SimnetURL) or "http" (an operator OSS, see HTTP).
+	Adapter   string             `toml:"adapter"`
+	SimnetURL string             `toml:"simnet_url"`
+	HTTP      enforce.HTTPConfig `toml:"http"`
+}
+
+// Ingest tunes report processing.
+type Ingest struct {
+	// Workers process reports in parallel; one device's reports always go
+	// to the same worker, in order.
+	Workers int `toml:"workers"`
+}
+
+// StoreConf tunes the store.
+type StoreConf struct {
+	CacheMB int `toml:"cache_mb"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `toml:"level"`  // debug, info, warn, error
+	Format string `toml:"format"` // text or json
+}
+
+// Default returns the configuration that runs out of the box: data under
+// ./data, HTTP on 127.0.0.1:8080, MQTT on 127.0.0.1:1883, alert-only
+// enforcement.
+func Default() Config {
+	return Config{
+		DataDir: "./data",
+		HTTP:    HTTP{Listen: "127.0.0.1:8080"},
+		MQTT:    MQTT{Listen: "127.0.0.1:1883", MaxConnections: 200_000},
+		Enforce: Enforce{Adapter: "none"},
+		Ingest:  Ingest{Workers: 16},
+		Log:     Log{Level: "info", Format: "text"},
+		Store:   StoreConf{CacheMB: 64},
+	}
+}
+
+// Load reads a TOML file over the defaults. Unknown keys are errors, so a
+// typo does not silently keep a default.
+func Load(path string) (Config, error) {
+	cfg := Default()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&cfg)
+	if err != nil {
+		var perr toml.ParseError
+		if errors.As(err, &perr) {
+			return cfg, fmt.Errorf("config %s: %s", path, perr.ErrorWithPosition())
+		}
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	if undecoded := md.Undecoded(); len(undecoded) > 0 {
+		keys := make([]string, len(undecoded))
+		for i, k := range undecoded {
+			keys[i] = k.String()
+		}
+		return cfg, fmt.Errorf("config %s: unknown key %s", path, strings.Join(keys, ", "))
+	}
+	return cfg, nil
+}
+
+// Validate checks the configuration and names the first key at fault.
+func (c *Config) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("config: data_dir: required")
+	}
+	if err := checkListen("http.listen", c.HTTP.Listen); err != nil {
+		return err
+	}
+	if (c.HTTP.TLSCert == "") != (c.HTTP.TLSKey == "") {
+		return errors.New("config: http.tls_cert and http.tls_key: set both or neither")
+	}
+	if err := checkListen("mqtt.listen", c.MQTT.Listen); err != nil {
+		return err
+	}
+	if (c.MQTT.TLSCert == "") != (c.MQTT.TLSKey == "") {
+		return errors.New("config: mqtt.tls_cert and mqtt.tls_key: set both or neither")
+	}
+	if c.MQTT.PublicURL != "" {
+		u, err := url.Parse(c.MQTT.PublicURL)
+		if err != nil || (u.Scheme != "tcp" && u.Scheme != "ssl") || u.Host == "" {
+			return fmt.Errorf("config: mqtt.public_url: %q: want tcp://host:port or ssl://host:port", c.MQTT.PublicURL)
+		}
+	}
+	if c.MQTT.MaxConnections < 1 {
+		return errors.New("config: mqtt.max_connections: must be at least 1")
+	}
+	switch c.Enforce.Adapter {
+	case "none":
+	case "simnet":
+		u, err := url.Parse(c.Enforce.SimnetURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("config: enforce.simnet_url: %q: want http(s)://host:port", c.Enforce.SimnetURL)
+		}
+	case "http":
+		if _, err := enforce.NewHTTP(c.Enforce.HTTP, nil); err != nil {
+			return fmt.Errorf("config: enforce.http: %w", err)
+		}
+	default:
+		return fmt.Errorf("config: enforce.adapter: %q: want none, simnet or http", c.Enforce.Adapter)
+	}
+	if c.Ingest.Workers < 1 || c.Ingest.Workers > 1024 {
+		return errors.New("config: ingest.workers: want 1 to 1024")
+	}
+	if c.Store.CacheMB < 8 {
+		return errors.New("config: store.cache_mb: want at least 8")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("config: log.level: %q: want debug, info, warn or error", c.Log.Level)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		return fmt.Errorf("config: log.format: %q: want text or json", c.Log.Format)
+	}
+	return nil
+}
+
+// BrokerURL is the MQTT address devices are told at enrolment.
+func (c *Config) BrokerURL(actual string) string {
+	if c.MQTT.PublicURL != "" {
+		return c.MQTT.PublicURL
+	}
+	scheme := "tcp"
+	if c.MQTT.TLSCert != "" {
+		scheme = "ssl"
+	}
+	return scheme + "://" + actual
+}
+
+func checkListen(key, addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("config: %s: %q: want host:port", key, addr)
+	}
+	if host != "" && net.ParseIP(host) == nil && host != "localhost" {
+		return fmt.Errorf("config: %s: %q: host must be an IP address or empty", key, addr)
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return fmt.Errorf("config: %s: %q: bad port", key, addr)
+	}
+	return nil
+}
