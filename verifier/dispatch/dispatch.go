@@ -100,6 +100,9 @@ func New(store Store, kind verifier.OutboxKind, handle Handler, cfg Config, log 
 // Stats returns the live counters.
 func (d *Dispatcher) Stats() *Stats { return &d.stats }
 
+// Kind returns the kind of outbox entries the dispatcher drains.
+func (d *Dispatcher) Kind() verifier.OutboxKind { return d.kind }
+
 // Wake makes the dispatcher read the outbox now rather than at its next
 // poll. It never blocks.
 func (d *Dispatcher) Wake() {

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/cardbind/cardbind/protocol"
 	"github.com/cardbind/cardbind/verifier"
@@ -36,8 +37,9 @@ type None struct{}
 // Enforce does nothing.
 func (None) Enforce(context.Context, verifier.EnforceTask, string) error { return nil }
 
-// Observer is told how each enforcement went, for metrics.
-type Observer func(task verifier.EnforceTask, err error)
+// Observer is told how each enforcement went and how long the adapter
+// took, for metrics.
+type Observer func(task verifier.EnforceTask, err error, took time.Duration)
 
 // Handler returns an outbox handler that decodes an enforcement task,
 // skips it when the card's current state no longer calls for it (a resume
@@ -61,9 +63,10 @@ func Handler(e Enforcer, cards CardReader, log *slog.Logger, observe Observer) d
 				"action", task.Action, "state", card.Status.State)
 			return nil
 		}
+		start := time.Now()
 		err = e.Enforce(ctx, task, entry.ID)
 		if observe != nil {
-			observe(task, err)
+			observe(task, err, time.Since(start))
 		}
 		if err != nil {
 			return fmt.Errorf("enforce %s %s: %w", task.Action, task.ICCID, err)

@@ -224,7 +224,7 @@ func TestHandlerSkipsSupersededTasks(t *testing.T) {
 		rec := &recorder{}
 		var observed int
 		h := Handler(rec, cards{task.ICCID: {ICCID: task.ICCID, Status: verifier.CardStatus{State: tt.state}}}, quiet,
-			func(verifier.EnforceTask, error) { observed++ })
+			func(verifier.EnforceTask, error, time.Duration) { observed++ })
 		if err := h(context.Background(), entryFor(tt.action)); err != nil {
 			t.Fatalf("%s/%s: %v", tt.state, tt.action, err)
 		}

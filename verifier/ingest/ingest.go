@@ -48,7 +48,21 @@ type Ingest struct {
 	log   *slog.Logger
 	now   func() time.Time
 	stats Stats
+	hooks Hooks
 }
+
+// Hooks are told what ingest did. Set them with SetHooks before the first
+// report; they must be quick and safe for concurrent use.
+type Hooks struct {
+	// Outbox is called after a commit that added outbox entries, so that
+	// dispatchers can start at once.
+	Outbox func()
+	// Decision is called for every decision made.
+	Decision func(d protocol.Decision)
+}
+
+// SetHooks installs hooks. Call it before handling anything.
+func (in *Ingest) SetHooks(h Hooks) { in.hooks = h }
 
 // New returns an Ingest over store. now is the clock (time.Now in
 // production).
@@ -248,6 +262,7 @@ func (in *Ingest) observe(ctx context.Context, obs verifier.Observation, tenant 
 	if err := in.store.Commit(ctx, commit); err != nil {
 		return out, fmt.Errorf("ingest: commit card %s: %w", obs.ICCID, err)
 	}
+	in.committed(commit, out.Decision)
 	if out.Changed {
 		in.log.Info("card decision", "iccid", obs.ICCID, "decision", out.Decision, "from", out.From,
 			"to", out.Card.Status.State, "enforce", out.Enforce, "source", obs.Source, "imei", obs.IMEI)
@@ -274,9 +289,21 @@ func (in *Ingest) ExpireGrace(ctx context.Context, iccid protocol.ICCID) error {
 			return err
 		}
 		err = in.store.Commit(ctx, commit)
+		if err == nil {
+			in.committed(commit, out.Decision)
+		}
 		if !errors.Is(err, verifier.ErrConflict) || attempt == maxAttempts {
 			return err
 		}
+	}
+}
+
+func (in *Ingest) committed(c *verifier.Commit, d protocol.Decision) {
+	if in.hooks.Decision != nil && d != "" {
+		in.hooks.Decision(d)
+	}
+	if in.hooks.Outbox != nil && len(c.Outbox) > 0 {
+		in.hooks.Outbox()
 	}
 }
 

@@ -43,8 +43,8 @@ type Observer interface {
 
 // Config is what the service tells enrolling devices.
 type Config struct {
-	// BrokerURL is the MQTT address devices connect to.
-	BrokerURL string
+	// BrokerURL returns the MQTT address devices connect to.
+	BrokerURL func() string
 	// CACertPEM is given to devices when the broker uses a private CA.
 	CACertPEM string
 	// CommandKey signs commands to devices.
@@ -250,7 +250,7 @@ func (s *Service) Enroll(ctx context.Context, req *protocol.EnrollRequest) (*pro
 	}
 	s.log.Info("device enrolled", "device", dev.ID, "tenant", dev.Tenant, "imei", req.IMEI, "hostname", req.Hostname)
 	resp := &protocol.EnrollResponse{Version: protocol.Version, DeviceID: dev.ID, Tenant: dev.Tenant,
-		BrokerURL: s.cfg.BrokerURL, Username: dev.ID, Password: password,
+		BrokerURL: s.cfg.BrokerURL(), Username: dev.ID, Password: password,
 		ReportTopic: protocol.ReportTopic(dev.ID), CommandTopic: protocol.CommandTopic(dev.ID),
 		CACertPEM: s.cfg.CACertPEM}
 	if s.cfg.CommandKey != nil {

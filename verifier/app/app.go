@@ -1,0 +1,358 @@
+// Package app assembles the cardbind verifier from its parts — store,
+// embedded broker, ingest, outbox dispatchers, enforcement adapter, HTTP
+// API — and runs it until its context ends, then drains and stops it in
+// order.
+package app
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cardbind/cardbind/protocol"
+	"github.com/cardbind/cardbind/verifier"
+	"github.com/cardbind/cardbind/verifier/api"
+	"github.com/cardbind/cardbind/verifier/broker"
+	"github.com/cardbind/cardbind/verifier/config"
+	"github.com/cardbind/cardbind/verifier/dispatch"
+	"github.com/cardbind/cardbind/verifier/enforce"
+	"github.com/cardbind/cardbind/verifier/ingest"
+	"github.com/cardbind/cardbind/verifier/service"
+)
+
+// OpenStore opens the store in dir with a block cache of cacheMB.
+type OpenStore func(dir string, cacheMB int) (verifier.Store, error)
+
+// Ready is closed-over state a caller (tests, the demo) can read once the
+// verifier listens.
+type Ready struct {
+	HTTPAddr string
+	MQTTAddr string
+}
+
+// Run starts the verifier and blocks until ctx ends. out receives the
+// operator credential on first start (and nothing else). ready, if not
+// nil, is called once everything listens.
+func Run(ctx context.Context, cfg config.Config, openStore OpenStore, log *slog.Logger, out io.Writer, ready func(Ready)) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	opToken, created, err := operatorToken(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if created {
+		fmt.Fprintf(out, "cardbind: operator credential created and saved to %s (mode 0600):\n  %s\n",
+			filepath.Join(cfg.DataDir, "operator-token"), opToken)
+	}
+	cmdKey, err := commandKey(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+
+	store, err := openStore(filepath.Join(cfg.DataDir, "store"), cfg.Store.CacheMB)
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Error("close store", "err", err)
+		}
+	}()
+
+	now := time.Now
+	in := ingest.New(store, log.With("part", "ingest"), now)
+	var brk *broker.Broker
+	brokerURL := func() string { return cfg.BrokerURL(brk.MQTTAddr()) }
+	svc := service.New(store, in, service.Config{CommandKey: cmdKey, BrokerURL: brokerURL}, log.With("part", "service"), now)
+
+	mqttHost, mqttPort, err := splitHostPort(cfg.MQTT.Listen)
+	if err != nil {
+		return fmt.Errorf("mqtt.listen: %w", err)
+	}
+	brk, err = broker.New(broker.Config{DataDir: cfg.DataDir, MQTTHost: mqttHost, MQTTPort: mqttPort,
+		TLSCertFile: cfg.MQTT.TLSCert, TLSKeyFile: cfg.MQTT.TLSKey, MaxConnections: cfg.MQTT.MaxConnections},
+		authenticator{svc}, log.With("part", "broker"))
+	if err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	if err := brk.Start(ctx); err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := brk.Shutdown(sctx); err != nil {
+			log.Error("broker shutdown", "err", err)
+		}
+	}()
+
+	enforcer, err := newEnforcer(cfg.Enforce)
+	if err != nil {
+		return err
+	}
+	metrics := newMetrics(in, brk)
+	enfDispatch := dispatch.New(store, verifier.OutboxEnforce,
+		enforce.Handler(enforcer, store, log.With("part", "enforce"), metrics.observeEnforcement),
+		dispatch.Config{}, log, now)
+	alertDispatch := dispatch.New(store, verifier.OutboxAlert, alertHandler(brk), dispatch.Config{}, log, now)
+	metrics.dispatchers(enfDispatch, alertDispatch)
+	in.SetHooks(ingest.Hooks{Outbox: func() { enfDispatch.Wake(); alertDispatch.Wake() }, Decision: metrics.decision})
+
+	// Everything that runs in the background, stopped in reverse order.
+	runCtx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { stop(); wg.Wait() }()
+	goRun := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(runCtx); err != nil && runCtx.Err() == nil {
+				log.Error("background task failed", "task", name, "err", err)
+			}
+		}()
+	}
+	goRun("enforce dispatcher", enfDispatch.Run)
+	goRun("alert dispatcher", alertDispatch.Run)
+	goRun("grace timer", func(ctx context.Context) error { return graceLoop(ctx, store, in, log) })
+
+	pool := newPool(runCtx, cfg.Ingest.Workers, in, log)
+	defer pool.close()
+	sub, err := brk.SubscribeReports(ctx, pool.handle)
+	if err != nil {
+		return fmt.Errorf("subscribe to reports: %w", err)
+	}
+	defer sub.Stop()
+
+	handler := api.Handler(svc, api.Options{OperatorTokenHash: api.HashToken(opToken), BrokerURL: brokerURL(),
+		Metrics: metrics.handler(), Ready: func() error { return nil }}, log.With("part", "api"))
+	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		return fmt.Errorf("http.listen: %w", err)
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() {
+		if cfg.HTTP.TLSCert != "" {
+			serveErr <- srv.ServeTLS(ln, cfg.HTTP.TLSCert, cfg.HTTP.TLSKey)
+		} else {
+			serveErr <- srv.Serve(ln)
+		}
+	}()
+	log.Info("cardbind verifier running", "http", ln.Addr().String(), "mqtt", brk.MQTTAddr(),
+		"data_dir", cfg.DataDir, "enforce", cfg.Enforce.Adapter)
+	if ready != nil {
+		ready(Ready{HTTPAddr: ln.Addr().String(), MQTTAddr: brk.MQTTAddr()})
+	}
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http: %w", err)
+		}
+	}
+	log.Info("cardbind verifier stopping")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	return nil
+}
+
+// authenticator adapts the service's credential check to the broker.
+type authenticator struct{ svc *service.Service }
+
+func (a authenticator) Authenticate(ctx context.Context, username, password string) (broker.Principal, error) {
+	p, err := a.svc.Authenticate(ctx, username, password)
+	switch {
+	case errors.Is(err, verifier.ErrNotFound):
+		return broker.Principal{}, broker.ErrUnauthorized
+	case err != nil:
+		return broker.Principal{}, err
+	case p.DeviceID != "":
+		return broker.Device(p.DeviceID), nil
+	}
+	return broker.AlertSubscriber(p.Tenant), nil
+}
+
+func alertHandler(brk *broker.Broker) dispatch.Handler {
+	return func(ctx context.Context, e verifier.OutboxEntry) error {
+		a, err := protocol.DecodeAlert(e.Payload)
+		if err != nil {
+			return fmt.Errorf("alert %s: %v: %w", e.ID, err, dispatch.ErrPermanent)
+		}
+		return brk.PublishAlert(ctx, a.Tenant, a.Type, a.ID, e.Payload)
+	}
+}
+
+func newEnforcer(c config.Enforce) (enforce.Enforcer, error) {
+	switch c.Adapter {
+	case "simnet":
+		return enforce.NewHTTP(enforce.SimNetwork(c.SimnetURL), nil)
+	case "http":
+		return enforce.NewHTTP(c.HTTP, nil)
+	}
+	return enforce.None{}, nil
+}
+
+// graceLoop blocks cards whose grace period ran out.
+func graceLoop(ctx context.Context, store verifier.Store, in *ingest.Ingest, log *slog.Logger) error {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		due, err := store.GraceDue(ctx, time.Now(), 1000)
+		if err != nil {
+			log.Error("grace: read due cards", "err", err)
+			continue
+		}
+		for _, iccid := range due {
+			if err := in.ExpireGrace(ctx, iccid); err != nil {
+				log.Error("grace: expire", "iccid", iccid, "err", err)
+			}
+		}
+	}
+}
+
+// operatorToken reads the operator credential, creating it on first
+// start in a 0600 file.
+func operatorToken(dir string) (token string, created bool, err error) {
+	path := filepath.Join(dir, "operator-token")
+	b, err := os.ReadFile(path)
+	if err == nil {
+		return strings.TrimSpace(string(b)), false, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", false, fmt.Errorf("operator credential: %w", err)
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", false, err
+	}
+	token = "cbo_" + base64.RawURLEncoding.EncodeToString(raw)
+	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+		return "", false, fmt.Errorf("operator credential: %w", err)
+	}
+	return token, true, nil
+}
+
+// commandKey reads the key that signs commands to devices, creating it on
+// first start.
+func commandKey(dir string) (ed25519.PrivateKey, error) {
+	path := filepath.Join(dir, "command-key")
+	b, err := os.ReadFile(path)
+	if err == nil {
+		seed, derr := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
+		if derr != nil || len(seed) != ed25519.SeedSize {
+			return nil, fmt.Errorf("command key %s: malformed", path)
+		}
+		return ed25519.NewKeyFromSeed(seed), nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("command key: %w", err)
+	}
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(key.Seed())+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("command key: %w", err)
+	}
+	return key, nil
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return "", 0, err
+	}
+	if port == 0 {
+		port = -1
+	}
+	return host, port, nil
+}
+
+// pool runs reports through ingest on a fixed set of workers; each
+// device's reports go to the same worker, so they are handled in order.
+type pool struct {
+	queues []chan job
+	wg     sync.WaitGroup
+}
+
+type job struct {
+	device  string
+	payload []byte
+	ack     func()
+}
+
+func newPool(ctx context.Context, n int, in *ingest.Ingest, log *slog.Logger) *pool {
+	p := &pool{queues: make([]chan job, n)}
+	for i := range p.queues {
+		q := make(chan job, 256)
+		p.queues[i] = q
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			for j := range q {
+				p.work(ctx, in, log, j)
+			}
+		}()
+	}
+	return p
+}
+
+// work handles one report, retrying transient failures (the store) in
+// place so that the device's later reports do not overtake it.
+func (p *pool) work(ctx context.Context, in *ingest.Ingest, log *slog.Logger, j job) {
+	for attempt := 1; ; attempt++ {
+		err := in.HandleReport(ctx, j.device, j.payload)
+		if err == nil {
+			j.ack()
+			return
+		}
+		log.Error("report failed; retrying", "device", j.device, "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return // not acked: the broker delivers it again after a restart
+		case <-time.After(dispatch.Backoff(attempt, 100*time.Millisecond, 10*time.Second)):
+		}
+	}
+}
+
+func (p *pool) handle(device string, payload []byte, ack func()) {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(device))
+	p.queues[h.Sum32()%uint32(len(p.queues))] <- job{device, payload, ack}
+}
+
+func (p *pool) close() {
+	for _, q := range p.queues {
+		close(q)
+	}
+	p.wg.Wait()
+}

@@ -1,0 +1,87 @@
+package app
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/cardbind/cardbind/protocol"
+	"github.com/cardbind/cardbind/verifier"
+	"github.com/cardbind/cardbind/verifier/broker"
+	"github.com/cardbind/cardbind/verifier/dispatch"
+	"github.com/cardbind/cardbind/verifier/ingest"
+)
+
+// metrics is the verifier's Prometheus registry (its own, not the global
+// one).
+type metrics struct {
+	reg         *prometheus.Registry
+	decisions   *prometheus.CounterVec
+	enforcement *prometheus.HistogramVec
+}
+
+func newMetrics(in *ingest.Ingest, brk *broker.Broker) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cardbind_decisions_total",
+		Help: "Decisions made, by decision."}, []string{"decision"})
+	m.enforcement = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "cardbind_enforcement_seconds",
+		Help:    "Time to carry out an enforcement at the network, by action and result.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"action", "result"})
+	m.reg.MustRegister(m.decisions, m.enforcement)
+
+	s := in.Stats()
+	reports := map[string]func() uint64{
+		"accepted": s.Accepted.Load, "malformed": s.Malformed.Load, "unknown_device": s.UnknownDevice.Load,
+		"topic_mismatch": s.TopicMismatch.Load, "forged": s.Forged.Load, "replayed": s.Replayed.Load,
+		"cross_tenant": s.CrossTenant.Load, "unknown_card": s.UnknownCard.Load, "flagged": s.Flagged.Load,
+	}
+	for outcome, load := range reports {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cardbind_reports_total",
+			Help: "Agent reports, by outcome.", ConstLabels: prometheus.Labels{"outcome": outcome}},
+			func() float64 { return float64(load()) }))
+	}
+	brokerCounters := map[string]func(broker.Stats) uint64{
+		"auth_accepted":     func(s broker.Stats) uint64 { return s.AuthAccepted },
+		"auth_refused":      func(s broker.Stats) uint64 { return s.AuthRefused },
+		"publish_refused":   func(s broker.Stats) uint64 { return s.PublishRefused },
+		"subscribe_refused": func(s broker.Stats) uint64 { return s.SubscribeRefused },
+		"alerts_published":  func(s broker.Stats) uint64 { return s.AlertsPublished },
+	}
+	for name, get := range brokerCounters {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cardbind_mqtt_events_total",
+			Help: "MQTT broker events, by kind.", ConstLabels: prometheus.Labels{"kind": name}},
+			func() float64 { return float64(get(brk.Stats())) }))
+	}
+	return m
+}
+
+func (m *metrics) decision(d protocol.Decision) { m.decisions.WithLabelValues(string(d)).Inc() }
+
+// observeEnforcement is an enforce.Observer; it is given the task and the
+// result once the adapter call returns, timed by the caller's start.
+func (m *metrics) observeEnforcement(task verifier.EnforceTask, err error, took time.Duration) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.enforcement.WithLabelValues(string(task.Action), result).Observe(took.Seconds())
+}
+
+func (m *metrics) dispatchers(ds ...*dispatch.Dispatcher) {
+	for _, d := range ds {
+		st := d.Stats()
+		for name, load := range map[string]func() uint64{"done": st.Done.Load, "retried": st.Retried.Load, "dropped": st.Dropped.Load} {
+			m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cardbind_outbox_entries_total",
+				Help: "Outbox entries handled, by dispatcher and result.", ConstLabels: prometheus.Labels{"outbox": string(d.Kind()), "result": name}},
+				func() float64 { return float64(load()) }))
+		}
+	}
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
