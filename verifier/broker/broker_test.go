@@ -1,0 +1,355 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cardbind/cardbind/protocol"
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/nats-io/nats.go"
+)
+
+func TestDeviceReportReachesVerifier(t *testing.T) {
+	b := startBroker(t, Config{}, testAuth(t))
+	reports, _ := collectReports(t, b, true)
+	d1 := mustDial(t, b.MQTTAddr(), clientOpts{user: "d1", pass: secretD1})
+
+	mustPublish(t, d1, protocol.ReportTopic("d1"), 1, []byte(`{"hello":1}`))
+	if got, want := waitReport(t, reports), (report{"d1", `{"hello":1}`}); got != want {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	eventually(t, "ack counted", func() bool { return b.Stats().ReportsAcked == 1 })
+}
+
+func TestSpoofedReportIsRefusedAndCounted(t *testing.T) {
+	b := startBroker(t, Config{}, testAuth(t))
+	reports, _ := collectReports(t, b, true)
+	d1 := mustDial(t, b.MQTTAddr(), clientOpts{user: "d1", pass: secretD1})
+
+	// The spoofed publish still gets its PUBACK (nats-server does not tell
+	// the client), but it is dropped and counted before the PUBACK.
+	mustPublish(t, d1, protocol.ReportTopic("d2"), 1, []byte("spoof"))
+	if got := b.Stats().PublishRefused; got != 1 {
+		t.Fatalf("PublishRefused = %d, want 1", got)
+	}
+	// Reports of one connection arrive in order: the next real one is
+	// the first to arrive.
+	mustPublish(t, d1, protocol.ReportTopic("d1"), 1, []byte("real"))
+	if got, want := waitReport(t, reports), (report{"d1", "real"}); got != want {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	noMore(t, reports, 300*time.Millisecond)
+	eventually(t, "violation logged with the device", func() bool {
+		l := b.logs.String()
+		return strings.Contains(l, "refused publish") && strings.Contains(l, "principal=device:d1") &&
+			strings.Contains(l, "subject=cardbind.v1.devices.d2.report")
+	})
+	// The connection stays up.
+	if !d1.IsConnectionOpen() {
+		t.Fatal("device connection closed")
+	}
+}
+
+func TestSubscribePermissions(t *testing.T) {
+	b := startBroker(t, Config{}, testAuth(t))
+	d1 := mustDial(t, b.MQTTAddr(), clientOpts{user: "d1", pass: secretD1})
+	t1 := mustDial(t, b.MQTTAddr(), clientOpts{user: "t1-watch", pass: secretT1})
+	const refused = 0x80
+	tests := []struct {
+		name   string
+		c      mqtt.Client
+		filter string
+		qos    byte
+		want   byte
+	}{
+		{"device own command qos0", d1, protocol.CommandTopic("d1"), 0, 0},
+		{"device own command qos1", d1, protocol.CommandTopic("d1"), 1, 1},
+		{"device other command", d1, protocol.CommandTopic("d2"), 1, refused},
+		{"device all commands", d1, "cardbind/v1/devices/+/command", 0, refused},
+		{"device own report", d1, protocol.ReportTopic("d1"), 0, refused},
+		{"device tenant alerts", d1, protocol.AlertFilter("t1"), 1, refused},
+		{"device everything", d1, "#", 0, refused},
+		{"tenant own alerts", t1, protocol.AlertFilter("t1"), 1, 1},
+		{"tenant own alert type", t1, protocol.AlertTopic("t1", protocol.AlertBlocked), 1, 1},
+		{"tenant other tenant", t1, protocol.AlertFilter("t2"), 1, refused},
+		{"tenant all tenants", t1, "cardbind/v1/tenants/+/alerts/+", 1, refused},
+		{"tenant device reports", t1, protocol.ReportFilter, 1, refused},
+		{"tenant internal subjects", t1, "$MQTT/sub/#", 1, refused},
+	}
+	before := b.Stats().SubscribeRefused
+	var nRefused uint64
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := subscribe(t, tt.c, tt.filter, tt.qos, func(mqtt.Client, mqtt.Message) {}); got != tt.want {
+				t.Errorf("SUBACK for %q = %#x, want %#x", tt.filter, got, tt.want)
+			}
+		})
+		if tt.want == refused && !strings.HasPrefix(tt.filter, "$") {
+			nRefused++ // "$MQTT/..." is refused before the permission check
+		}
+	}
+	if got := b.Stats().SubscribeRefused - before; got != nRefused {
+		t.Errorf("SubscribeRefused grew by %d, want %d", got, nRefused)
+	}
+}
+
+func TestTenantCannotPublish(t *testing.T) {
+	b := startBroker(t, Config{}, testAuth(t))
+	t1 := mustDial(t, b.MQTTAddr(), clientOpts{user: "t1-watch", pass: secretT1})
+	got := make(chan string, 10)
+	t1b := mustDial(t, b.MQTTAddr(), clientOpts{user: "t1-watch", pass: secretT1})
+	subscribe(t, t1b, protocol.AlertFilter("t1"), 1, func(_ mqtt.Client, m mqtt.Message) { got <- string(m.Payload()) })
+	mustPublish(t, t1, protocol.AlertTopic("t1", protocol.AlertBlocked), 1, []byte("forged alert"))
+	if n := b.Stats().PublishRefused; n != 1 {
+		t.Fatalf("PublishRefused = %d, want 1", n)
+	}
+	noMore(t, got, 300*time.Millisecond)
+}
+
+func TestAuthentication(t *testing.T) {
+	b := startBroker(t, Config{}, testAuth(t))
+	tests := []struct {
+		name, user, pass string
+		ok               bool
+	}{
+		{"device", "d1", secretD1, true},
+		{"tenant", "t1-watch", secretT1, true},
+		{"wrong password", "d1", secretD2, false},
+		{"unknown user", "d9", secretD1, false},
+		{"empty password", "d1", "", false},
+		{"internal user with a guess", internalUser, secretD1, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := b.Stats().AuthRefused
+			_, err := dial(t, b.MQTTAddr(), clientOpts{user: tt.user, pass: tt.pass})
+			if (err == nil) != tt.ok {
+				t.Fatalf("connect err = %v, want ok=%v", err, tt.ok)
+			}
+			if !tt.ok && b.Stats().AuthRefused == before {
+				t.Error("refusal not counted")
+			}
+		})
+	}
+}
+
+// TestPlainNATSRefused: a NATS listener, when configured, admits only the
+// broker's own credential; device credentials do not work there.
+func TestPlainNATSRefused(t *testing.T) {
+	b := startBroker(t, Config{NATSHost: "127.0.0.1", NATSPort: -1}, testAuth(t))
+	url := b.srv.ClientURL()
+	if nc, err := nats.Connect(url, nats.UserInfo("d1", secretD1), nats.MaxReconnects(0)); err == nil {
+		nc.Close()
+		t.Fatal("device credentials accepted over plain NATS")
+	}
+	nc, err := nats.Connect(url, nats.UserInfo(internalUser, b.secret))
+	if err != nil {
+		t.Fatalf("internal credential over NATS: %v", err)
+	}
+	nc.Close()
+}
+
+func TestTenantGetsOnlyItsAlerts(t *testing.T) {
+	b := startBroker(t, Config{}, testAuth(t))
+	ctx := context.Background()
+	got1, got2 := make(chan string, 10), make(chan string, 10)
+	t1 := mustDial(t, b.MQTTAddr(), clientOpts{user: "t1-watch", pass: secretT1})
+	t2 := mustDial(t, b.MQTTAddr(), clientOpts{user: "t2-watch", pass: secretT2})
+	subscribe(t, t1, protocol.AlertFilter("t1"), 1, func(_ mqtt.Client, m mqtt.Message) { got1 <- m.Topic() + " " + string(m.Payload()) })
+	subscribe(t, t2, protocol.AlertFilter("t2"), 1, func(_ mqtt.Client, m mqtt.Message) { got2 <- m.Topic() + " " + string(m.Payload()) })
+
+	if err := b.PublishAlert(ctx, "t1", protocol.AlertBlocked, "a1", []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.PublishAlert(ctx, "t2", protocol.AlertMismatch, "a2", []byte("two")); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		ch   chan string
+		want string
+	}{{got1, "cardbind/v1/tenants/t1/alerts/blocked one"}, {got2, "cardbind/v1/tenants/t2/alerts/mismatch two"}} {
+		select {
+		case got := <-c.ch:
+			if got != c.want {
+				t.Errorf("got %q, want %q", got, c.want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no alert %q", c.want)
+		}
+	}
+	noMore(t, got1, 200*time.Millisecond)
+	noMore(t, got2, 10*time.Millisecond)
+
+	if err := b.PublishAlert(ctx, "t1", "no-such-type", "a3", nil); err == nil {
+		t.Error("alert of unknown type published")
+	}
+	if err := b.PublishAlert(ctx, "t1.>", protocol.AlertBlocked, "a4", nil); err == nil {
+		t.Error("alert for malformed tenant published")
+	}
+}
+
+// TestOfflinePersistentSessionGetsAlerts: a QoS 1 subscriber with a
+// persistent session that is offline while alerts are published gets
+// them when it reconnects. A message published over plain NATS is not
+// kept for it (nats-server's QoS 0 limitation), which is why PublishAlert
+// goes through MQTT.
+func TestOfflinePersistentSessionGetsAlerts(t *testing.T) {
+	b := startBroker(t, Config{}, testAuth(t))
+	ctx := context.Background()
+	o := clientOpts{id: "t1-console", user: "t1-watch", pass: secretT1, persist: true}
+	c := mustDial(t, b.MQTTAddr(), o)
+	subscribe(t, c, protocol.AlertFilter("t1"), 1, func(mqtt.Client, mqtt.Message) {})
+	c.Disconnect(50)
+
+	for i := range 3 {
+		if err := b.PublishAlert(ctx, "t1", protocol.AlertBlocked, fmt.Sprint("a", i), fmt.Appendf(nil, "alert %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The same over plain NATS: not kept for the offline session.
+	if err := b.nc.Publish(subjectOf(protocol.AlertTopic("t1", protocol.AlertBlocked)), []byte("over nats")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	got := make(chan string, 10)
+	o.onMsg = func(_ mqtt.Client, m mqtt.Message) {
+		if m.Qos() != 1 {
+			t.Errorf("alert %q delivered at QoS %d", m.Payload(), m.Qos())
+		}
+		got <- string(m.Payload())
+	}
+	mustDial(t, b.MQTTAddr(), o)
+	for i := range 3 {
+		select {
+		case p := <-got:
+			if want := fmt.Sprint("alert ", i); p != want {
+				t.Errorf("got %q, want %q", p, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("missed alert %d", i)
+		}
+	}
+	noMore(t, got, 300*time.Millisecond)
+}
+
+func TestCommandReachesDevice(t *testing.T) {
+	b := startBroker(t, Config{}, testAuth(t))
+	got := make(chan string, 1)
+	d1 := mustDial(t, b.MQTTAddr(), clientOpts{user: "d1", pass: secretD1})
+	subscribe(t, d1, protocol.CommandTopic("d1"), 0, func(_ mqtt.Client, m mqtt.Message) { got <- string(m.Payload()) })
+	if err := b.PublishCommand(context.Background(), "d1", []byte("report now")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-got:
+		if p != "report now" {
+			t.Fatalf("got %q", p)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no command")
+	}
+	if err := b.PublishCommand(context.Background(), "d1.*", nil); err == nil {
+		t.Error("command to malformed device id published")
+	}
+}
+
+// TestReportsWaitForTheVerifier is the crash case in one process: reports
+// PUBACKed while no verifier consumes, or handed to one that stopped
+// before acking, are delivered when a verifier consumes again.
+func TestReportsWaitForTheVerifier(t *testing.T) {
+	b := startBroker(t, Config{ReportAckWait: time.Second}, testAuth(t))
+	d1 := mustDial(t, b.MQTTAddr(), clientOpts{user: "d1", pass: secretD1})
+
+	// A verifier takes one report and dies before acking.
+	first, sub := collectReports(t, b, false)
+	mustPublish(t, d1, protocol.ReportTopic("d1"), 1, []byte("r0"))
+	if r := waitReport(t, first); r.payload != "r0" {
+		t.Fatalf("got %+v", r)
+	}
+	sub.Stop()
+
+	// More reports while nobody consumes.
+	for i := 1; i <= 5; i++ {
+		mustPublish(t, d1, protocol.ReportTopic("d1"), 1, fmt.Appendf(nil, "r%d", i))
+	}
+
+	second, _ := collectReports(t, b, true)
+	seen := map[string]bool{}
+	for len(seen) < 6 {
+		r := waitReport(t, second)
+		seen[r.payload] = true
+	}
+}
+
+// TestRestartKeepsReports: reports PUBACKed before a broker shutdown are
+// delivered by a new broker on the same data directory.
+func TestRestartKeepsReports(t *testing.T) {
+	dir := t.TempDir()
+	auth := testAuth(t)
+	b1 := startBroker(t, Config{DataDir: dir}, auth)
+	d1 := mustDial(t, b1.MQTTAddr(), clientOpts{user: "d1", pass: secretD1})
+	for i := range 5 {
+		mustPublish(t, d1, protocol.ReportTopic("d1"), 1, fmt.Appendf(nil, "r%d", i))
+	}
+	d1.Disconnect(50)
+	b1.stop(t)
+
+	b2 := startBroker(t, Config{DataDir: dir}, auth)
+	reports, _ := collectReports(t, b2, true)
+	for i := range 5 {
+		if r, want := waitReport(t, reports), (report{"d1", fmt.Sprint("r", i)}); r != want {
+			t.Fatalf("got %+v, want %+v", r, want)
+		}
+	}
+	noMore(t, reports, 300*time.Millisecond)
+}
+
+func TestQueueSharing(t *testing.T) {
+	b := startBroker(t, Config{}, testAuth(t))
+	a, _ := collectReports(t, b, true)
+	c, _ := collectReports(t, b, true)
+	d1 := mustDial(t, b.MQTTAddr(), clientOpts{user: "d1", pass: secretD1})
+	const n = 200
+	for i := range n {
+		mustPublish(t, d1, protocol.ReportTopic("d1"), 1, fmt.Appendf(nil, "r%d", i))
+	}
+	seen := map[string]bool{}
+	for len(seen) < n {
+		select {
+		case r := <-a:
+			seen[r.payload] = true
+		case r := <-c:
+			seen[r.payload] = true
+		case <-time.After(10 * time.Second):
+			t.Fatalf("got %d of %d reports", len(seen), n)
+		}
+	}
+	noMore(t, a, 200*time.Millisecond)
+	noMore(t, c, 10*time.Millisecond)
+}
+
+func TestNotStarted(t *testing.T) {
+	b, err := New(Config{DataDir: t.TempDir()}, NewMemAuthenticator(), discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := b.PublishCommand(ctx, "d1", nil); err == nil {
+		t.Error("PublishCommand before Start succeeded")
+	}
+	if err := b.PublishAlert(ctx, "t1", protocol.AlertBlocked, "a", nil); err == nil {
+		t.Error("PublishAlert before Start succeeded")
+	}
+	if _, err := b.SubscribeReports(ctx, func(string, []byte, func()) {}); err == nil {
+		t.Error("SubscribeReports before Start succeeded")
+	}
+	if err := b.Shutdown(ctx); err != nil {
+		t.Error(err)
+	}
+}

@@ -1,0 +1,58 @@
+// Package broker embeds nats-server (v2.15) with JetStream on disk and its
+// MQTT 3.1.1 listener, and gives the verifier its side of it: durable
+// report consumption, device commands and tenant alerts.
+//
+// # Who may do what
+//
+// Every connection goes through the server's CustomClientAuthentication
+// hook. The broker's own connections use a random per-process credential
+// and may do anything. Every other connection must come in over MQTT
+// (plain NATS from outside is refused) and is authenticated by the
+// Authenticator the caller gives New, which maps username and password to
+// a Principal. Permissions follow the principal (topics as NATS subjects):
+//
+//	device d     publish   cardbind.v1.devices.d.report
+//	             subscribe cardbind.v1.devices.d.command, $MQTT.sub.>
+//	tenant t     publish   nothing
+//	             subscribe cardbind.v1.tenants.t.alerts.*, $MQTT.sub.>
+//
+// "$MQTT.sub.>" is the deliver subject of the JetStream consumer behind a
+// QoS 1 subscription, which the subscribing client subscribes to itself
+// (server/mqtt.go processJSConsumer); MQTT clients cannot name "$MQTT."
+// subjects in their own SUBSCRIBEs, so it grants nothing else.
+//
+// # Refused publishes are counted
+//
+// nats-server drops a publish outside the permissions but still PUBACKs a
+// QoS 1 one; no event or advisory is emitted. The only trace is the
+// server's log line "Publish Violation - Subject ...", so the slog bridge
+// recognises it (and "Subscription Violation"), counts it in Stats and
+// logs it with the offending principal, looked up by connection id.
+//
+// # Reports: durable, at least once
+//
+// A QoS 1 PUBLISH is stored in the stream $MQTT_msgs under
+// "$MQTT.msgs.<subject>" before nats-server sends the PUBACK. The stream
+// has interest retention, so the broker creates a durable pull consumer
+// on it (filter "$MQTT.msgs.cardbind.v1.devices.*.report", explicit ack)
+// in Start, before any outside client may connect: from then on a
+// PUBACKed report stays on disk until a verifier acks it, across verifier
+// stops, crashes and broker restarts. SubscribeReports consumes it;
+// several subscribers (replicas) on the same durable share the work like
+// a queue group.
+//
+// # Alerts: QoS 1 through MQTT
+//
+// nats-server delivers messages published over NATS to MQTT subscribers
+// at QoS 0 only, so an alert published that way never reaches a
+// persistent session that is offline. Two ways around it were tried:
+// publishing over MQTT with QoS 1 (the broker's own paho client on its
+// listener), and writing the message into $MQTT_msgs over JetStream with
+// the Nmqtt-Pub header the way the server's MQTT path does. Both reach an
+// offline persistent QoS 1 session; the second also needs a separate
+// plain NATS publish, with that header, for QoS 0 subscribers (mosquitto_sub
+// by default), is not atomic, and depends on an internal header format
+// that changed in v2.15. PublishAlert therefore publishes over MQTT: the
+// supported path, and its PUBACK means the alert is stored for every QoS 1
+// subscription.
+package broker

@@ -1,0 +1,139 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/cardbind/cardbind/protocol"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The stream nats-server keeps MQTT QoS 1/2 messages in, and the subject
+// prefix it stores them under (server/mqtt.go mqttStreamName,
+// mqttStreamSubjectPrefix): a QoS 1 PUBLISH on topic a/b is stored as
+// "$MQTT.msgs.a.b" before the PUBACK. The stream has interest retention:
+// a message is kept until every consumer whose filter matches it acked it,
+// and dropped at once when no consumer matches.
+const (
+	mqttMsgsStream    = "$MQTT_msgs"
+	mqttMsgsPrefix    = "$MQTT.msgs."
+	reportFilterNATS  = "cardbind.v1.devices.*.report"
+	reportStoreFilter = mqttMsgsPrefix + reportFilterNATS
+)
+
+// ReportHandler receives one report: the device id from the topic it was
+// published on (the broker only lets a device publish on its own), and the
+// payload as sent. The handler calls ack once the report's effect is
+// durable; until then, and if ack is never called, the report is
+// delivered again after Config.ReportAckWait, also to another replica or
+// after a restart. ack may be called from any goroutine, later. A report
+// the handler rejects (bad signature, garbage) should be acked too, after
+// it was counted, or it comes back forever.
+type ReportHandler func(deviceID string, payload []byte, ack func())
+
+// Subscription is a running report subscription.
+type Subscription struct {
+	cc jetstream.ConsumeContext
+}
+
+// Stop ends the subscription and waits until no handler runs. Reports
+// handed out and not acked are delivered again after the ack wait.
+func (s *Subscription) Stop() {
+	s.cc.Stop()
+	<-s.cc.Closed()
+}
+
+// ensureReportConsumer creates, or updates, the durable pull consumer on
+// $MQTT_msgs that holds every device report. It exists from Start on,
+// whether a verifier consumes or not, so $MQTT_msgs keeps every PUBACKed
+// report until a verifier acks it.
+func (b *Broker) ensureReportConsumer(ctx context.Context) error {
+	_, err := b.js.CreateOrUpdateConsumer(ctx, mqttMsgsStream, jetstream.ConsumerConfig{
+		Durable:       b.cfg.ReportConsumer,
+		Description:   "cardbind device reports (MQTT QoS 1) for the verifier",
+		FilterSubject: reportStoreFilter,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       b.cfg.ReportAckWait,
+		MaxAckPending: b.cfg.ReportMaxAckPending,
+		MaxDeliver:    -1,
+	})
+	if err != nil {
+		return fmt.Errorf("report consumer %s on %s: %w", b.cfg.ReportConsumer, mqttMsgsStream, err)
+	}
+	return nil
+}
+
+// SubscribeReports feeds the devices' QoS 1 reports to h, at least once
+// each, until ctx ends or Stop is called. Every report that got a PUBACK
+// is delivered, also those published while no verifier was consuming or
+// before a crash. Subscriptions on the same durable consumer (in this
+// process, in other replicas on the same cluster) share the reports
+// between them like a queue group. h runs on one goroutine per
+// subscription; a slow handler should hand reports on and ack later.
+// QoS 0 reports are not stored by nats-server and never arrive here.
+func (b *Broker) SubscribeReports(ctx context.Context, h ReportHandler) (*Subscription, error) {
+	if h == nil {
+		return nil, errors.New("broker: subscribe reports: nil handler")
+	}
+	_, js, _, err := b.conn()
+	if err != nil {
+		return nil, fmt.Errorf("broker: subscribe reports: %w", err)
+	}
+	cons, err := js.Consumer(ctx, mqttMsgsStream, b.cfg.ReportConsumer)
+	if err != nil {
+		return nil, fmt.Errorf("broker: subscribe reports: %w", err)
+	}
+	batch := min(b.cfg.ReportMaxAckPending, 1000)
+	cc, err := cons.Consume(func(m jetstream.Msg) { b.deliverReport(m, h) },
+		jetstream.PullMaxMessages(batch),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if !errors.Is(err, jetstream.ErrNoHeartbeat) || ctx.Err() == nil {
+				b.log.Warn("broker: report consumer", "err", err)
+			}
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("broker: subscribe reports: %w", err)
+	}
+	s := &Subscription{cc: cc}
+	go func() {
+		select {
+		case <-ctx.Done():
+			cc.Stop()
+		case <-cc.Closed():
+		}
+	}()
+	return s, nil
+}
+
+func (b *Broker) deliverReport(m jetstream.Msg, h ReportHandler) {
+	device, err := reportDevice(m.Subject())
+	if err != nil {
+		// Cannot happen for what the consumer's filter lets through;
+		// drop it for good rather than loop on it.
+		b.log.Error("broker: report on an unexpected subject", "subject", m.Subject(), "err", err)
+		_ = m.Term()
+		return
+	}
+	b.stats.reportsDelivered.Add(1)
+	h(device, m.Data(), func() {
+		if err := m.Ack(); err != nil {
+			b.log.Warn("broker: ack report", "device", device, "err", err)
+			return
+		}
+		b.stats.reportsAcked.Add(1)
+	})
+}
+
+// reportDevice returns the device id of a stored report's subject,
+// "$MQTT.msgs.cardbind.v1.devices.<id>.report".
+func reportDevice(subject string) (string, error) {
+	rest, ok := strings.CutPrefix(subject, mqttMsgsPrefix)
+	if !ok {
+		return "", fmt.Errorf("no %s prefix", mqttMsgsPrefix)
+	}
+	return protocol.ParseReportTopic(strings.ReplaceAll(rest, ".", "/"))
+}
