@@ -11,6 +11,7 @@ import (
 //
 //	cardbind/v1/devices/{device}/report        agent → verifier (QoS 1)
 //	cardbind/v1/devices/{device}/command       verifier → agent
+//	cardbind/v1/devices/{device}/status        agent's will: "online" / "offline" (retained)
 //	cardbind/v1/tenants/{tenant}/alerts/{type} verifier → subscribers (QoS 1)
 const (
 	topicRoot = "cardbind/v1"
@@ -27,6 +28,20 @@ func ReportTopic(deviceID string) string {
 func CommandTopic(deviceID string) string {
 	return topicRoot + "/devices/" + deviceID + "/command"
 }
+
+// StatusTopic returns the topic of a device's connection status: the
+// agent publishes "online" (retained) when it connects and leaves
+// "offline" as its will, which the broker publishes if the connection
+// drops without a goodbye.
+func StatusTopic(deviceID string) string {
+	return topicRoot + "/devices/" + deviceID + "/status"
+}
+
+// Status payloads.
+const (
+	StatusOnline  = "online"
+	StatusOffline = "offline"
+)
 
 // AlertTopic returns the topic alerts of one type for one tenant go to.
 func AlertTopic(tenant string, t AlertType) string {

@@ -12,6 +12,9 @@ func TestTopics(t *testing.T) {
 	if got := CommandTopic("gw-1"); got != "cardbind/v1/devices/gw-1/command" {
 		t.Errorf("CommandTopic = %q", got)
 	}
+	if got := StatusTopic("gw-1"); got != "cardbind/v1/devices/gw-1/status" {
+		t.Errorf("StatusTopic = %q", got)
+	}
 	if got := AlertTopic("acme", AlertBlocked); got != "cardbind/v1/tenants/acme/alerts/blocked" {
 		t.Errorf("AlertTopic = %q", got)
 	}
