@@ -5,6 +5,7 @@ set -euo pipefail
 
 # command -> Debian package
 declare -A need=(
+	[mosquitto_sub]=mosquitto-clients
 )
 
 missing=()
