@@ -107,7 +107,10 @@ func permissions(p Principal) *server.Permissions {
 	switch p.Role {
 	case RoleDevice:
 		return &server.Permissions{
-			Publish:   &server.SubjectPermission{Allow: []string{subjectOf(protocol.ReportTopic(p.ID))}},
+			Publish: &server.SubjectPermission{Allow: []string{
+				subjectOf(protocol.ReportTopic(p.ID)),
+				subjectOf(protocol.StatusTopic(p.ID)), // "online", and the will "offline"
+			}},
 			Subscribe: &server.SubjectPermission{Allow: []string{subjectOf(protocol.CommandTopic(p.ID)), mqttSubPrefix}},
 		}
 	case RoleAlertSubscriber:

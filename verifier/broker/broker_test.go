@@ -353,3 +353,43 @@ func TestNotStarted(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestDeviceStatus: a device may publish its own status topic (retained
+// "online", and "offline" as its will), no other device's.
+func TestDeviceStatus(t *testing.T) {
+	b := startBroker(t, Config{}, testAuth(t))
+	got := make(chan string, 10)
+	sub, err := b.nc.Subscribe("cardbind.v1.devices.*.status", func(m *nats.Msg) { got <- m.Subject + " " + string(m.Data) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := b.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	opts := mqtt.NewClientOptions().AddBroker("tcp://"+b.MQTTAddr()).
+		SetClientID("d1-status").SetUsername("d1").SetPassword(secretD1).
+		SetProtocolVersion(4).SetAutoReconnect(false).
+		SetWill(protocol.StatusTopic("d1"), protocol.StatusOffline, 1, true)
+	d1 := mqtt.NewClient(opts)
+	if tok := d1.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect with will: %v", tok.Error())
+	}
+	defer d1.Disconnect(50)
+	if tok := d1.Publish(protocol.StatusTopic("d1"), 1, true, protocol.StatusOnline); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish status: %v", tok.Error())
+	}
+	select {
+	case s := <-got:
+		if s != "cardbind.v1.devices.d1.status online" {
+			t.Fatalf("got %q", s)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no status")
+	}
+	mustPublish(t, d1, protocol.StatusTopic("d2"), 1, []byte(protocol.StatusOffline))
+	if n := b.Stats().PublishRefused; n != 1 {
+		t.Fatalf("PublishRefused = %d, want 1", n)
+	}
+	noMore(t, got, 200*time.Millisecond)
+}

@@ -11,7 +11,7 @@
 // Authenticator the caller gives New, which maps username and password to
 // a Principal. Permissions follow the principal (topics as NATS subjects):
 //
-//	device d     publish   cardbind.v1.devices.d.report
+//	device d     publish   cardbind.v1.devices.d.report, cardbind.v1.devices.d.status
 //	             subscribe cardbind.v1.devices.d.command, $MQTT.sub.>
 //	tenant t     publish   nothing
 //	             subscribe cardbind.v1.tenants.t.alerts.*, $MQTT.sub.>

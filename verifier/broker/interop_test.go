@@ -114,8 +114,8 @@ func TestTLSListener(t *testing.T) {
 	reports, _ := collectReports(t, b, true)
 
 	tlsDial := func(user, pass string) mqtt.Client {
-		o := mqtt.NewClientOptions().AddBroker("ssl://"+b.MQTTAddr()).
-			SetClientID(user+"-tls").SetUsername(user).SetPassword(pass).
+		o := mqtt.NewClientOptions().AddBroker("ssl://" + b.MQTTAddr()).
+			SetClientID(user + "-tls").SetUsername(user).SetPassword(pass).
 			SetProtocolVersion(4).SetAutoReconnect(false).
 			SetTLSConfig(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
 		c := mqtt.NewClient(o)

@@ -106,7 +106,7 @@ func TestMemAuthenticator(t *testing.T) {
 
 func TestPermissions(t *testing.T) {
 	dev := permissions(Device("d1"))
-	if got := strings.Join(dev.Publish.Allow, ","); got != "cardbind.v1.devices.d1.report" {
+	if got := strings.Join(dev.Publish.Allow, ","); got != "cardbind.v1.devices.d1.report,cardbind.v1.devices.d1.status" {
 		t.Errorf("device publish = %s", got)
 	}
 	if got := strings.Join(dev.Subscribe.Allow, ","); got != "cardbind.v1.devices.d1.command,$MQTT.sub.>" {
