@@ -45,14 +45,25 @@
 //
 // nats-server delivers messages published over NATS to MQTT subscribers
 // at QoS 0 only, so an alert published that way never reaches a
-// persistent session that is offline. Two ways around it were tried:
-// publishing over MQTT with QoS 1 (the broker's own paho client on its
-// listener), and writing the message into $MQTT_msgs over JetStream with
-// the Nmqtt-Pub header the way the server's MQTT path does. Both reach an
-// offline persistent QoS 1 session; the second also needs a separate
-// plain NATS publish, with that header, for QoS 0 subscribers (mosquitto_sub
-// by default), is not atomic, and depends on an internal header format
-// that changed in v2.15. PublishAlert therefore publishes over MQTT: the
-// supported path, and its PUBACK means the alert is stored for every QoS 1
-// subscription.
+// persistent session that is offline (TestOfflinePersistentSessionGetsAlerts
+// shows it). Two ways around it were measured against an offline
+// persistent QoS 1 session:
+//
+//   - publishing over MQTT at QoS 1 with the broker's own paho client on
+//     its own listener: delivered on reconnect, at QoS 1;
+//   - writing into $MQTT_msgs over JetStream ("$MQTT.msgs.<subject>"),
+//     as the server's MQTT path does: delivered only with the internal
+//     header "Nmqtt-Pub: 1"; without it the message is stored, never
+//     delivered and stays pending on the session's consumer. It also
+//     reaches no QoS 0 subscriber (mosquitto_sub by default), which would
+//     need a second, plain NATS publish carrying the same header, and the
+//     two are not atomic.
+//
+// PublishAlert uses the first: it is the supported path and depends on no
+// internal header, and its PUBACK means the alert is stored for every QoS 1
+// subscription. The client authenticates with the internal credential,
+// dials the listener's own address (loopback when it listens on all
+// interfaces) and, with TLS, accepts exactly the listener's certificate.
+// Its MQTT client id has a random suffix, so no outside client can take
+// its session over.
 package broker
