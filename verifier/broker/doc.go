@@ -41,6 +41,12 @@
 // several subscribers (replicas) on the same durable share the work like
 // a queue group.
 //
+// Limits: a PUBACKed report survives a crash of the process; to survive a
+// crash of the machine, set Config.SyncAlways (nats-server otherwise
+// fsyncs every two minutes). $MQTT_msgs has no size or age limit, so
+// reports pile up on disk while no verifier acks them. QoS 0 reports are
+// not stored and never reach SubscribeReports.
+//
 // # Alerts: QoS 1 through MQTT
 //
 // nats-server delivers messages published over NATS to MQTT subscribers
