@@ -3,9 +3,9 @@ package report
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
-	"io"
 	"strconv"
 	"sync"
 	"testing"
