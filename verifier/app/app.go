@@ -88,7 +88,8 @@ func Run(ctx context.Context, cfg config.Config, openStore OpenStore, log *slog.
 		return fmt.Errorf("mqtt.listen: %w", err)
 	}
 	brk, err = broker.New(broker.Config{DataDir: cfg.DataDir, MQTTHost: mqttHost, MQTTPort: mqttPort,
-		TLSCertFile: cfg.MQTT.TLSCert, TLSKeyFile: cfg.MQTT.TLSKey, MaxConnections: cfg.MQTT.MaxConnections},
+		TLSCertFile: cfg.MQTT.TLSCert, TLSKeyFile: cfg.MQTT.TLSKey, MaxConnections: cfg.MQTT.MaxConnections,
+		SyncAlways: cfg.MQTT.SyncAlways},
 		authenticator{svc}, log.With("part", "broker"))
 	if err != nil {
 		return fmt.Errorf("broker: %w", err)

@@ -49,6 +49,10 @@ type MQTT struct {
 	PublicURL string `toml:"public_url"`
 	// MaxConnections bounds concurrent MQTT sessions.
 	MaxConnections int `toml:"max_connections"`
+	// SyncAlways makes the broker fsync every stored message before its
+	// PUBACK: a PUBACKed report then survives a crash of the machine, not
+	// only of the process, at a cost in throughput.
+	SyncAlways bool `toml:"sync_always"`
 }
 
 // Enforce chooses how cards are blocked and resumed.
