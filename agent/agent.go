@@ -1,0 +1,377 @@
+// Package agent is the cardbind agent's core: it watches the modem, turns
+// what it reads into signed reports — at start, on every change within a
+// second of the modem saying so, and as a heartbeat — queues them in the
+// on-disk outbox for the MQTT link, and carries out the verifier's signed
+// commands.
+package agent
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cardbind/cardbind/agent/identity"
+	"github.com/cardbind/cardbind/agent/outbox"
+	"github.com/cardbind/cardbind/protocol"
+)
+
+// Modem is where the agent reads identity from: AT commands on a serial
+// port, or ModemManager.
+type Modem interface {
+	// Identify reads the modem's and the SIM's identity.
+	Identify(ctx context.Context) (identity.Identity, error)
+	// Events receives a value whenever the modem signals that the
+	// identity may have changed (a SIM URC, the port reopened).
+	Events() <-chan struct{}
+	// SetRadio takes the radio down (+CFUN=4) or brings it up.
+	SetRadio(ctx context.Context, on bool) error
+}
+
+// Sequencer hands out report sequence numbers that grow across restarts.
+type Sequencer interface {
+	Next() (uint64, error)
+}
+
+// Config is the agent core's configuration.
+type Config struct {
+	DeviceID string
+	Key      ed25519.PrivateKey
+	// CommandKey verifies the verifier's commands.
+	CommandKey ed25519.PublicKey
+	// Heartbeat is how often an unchanged identity is reported (default 5m).
+	Heartbeat time.Duration
+	// Poll is how often the modem is read even without events, for modems
+	// that send no hot-swap URCs (default 30s).
+	Poll time.Duration
+	// AllowRadio lets the verifier take the radio down and up.
+	AllowRadio bool
+}
+
+// Agent is the agent core.
+type Agent struct {
+	cfg   Config
+	modem Modem
+	seq   Sequencer
+	box   *outbox.Outbox
+	kick  func()
+	log   *slog.Logger
+	now   func() time.Time
+
+	commands chan *protocol.Command
+	mu       sync.Mutex
+	acks     []string // command ids done, for the next report
+	radioOff bool     // the verifier asked for the radio to stay down
+	inFlight map[uint64]reportMeta
+}
+
+// maxInFlight bounds the reports remembered until their PUBACK.
+const maxInFlight = 1024
+
+type reportMeta struct {
+	acks    []string
+	dropped uint64
+}
+
+// New returns an agent. kick tells the MQTT link the outbox has news.
+func New(cfg Config, modem Modem, seq Sequencer, box *outbox.Outbox, kick func(), log *slog.Logger, now func() time.Time) *Agent {
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = 5 * time.Minute
+	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = 30 * time.Second
+	}
+	return &Agent{cfg: cfg, modem: modem, seq: seq, box: box, kick: kick, log: log, now: now,
+		commands: make(chan *protocol.Command, 8), inFlight: map[uint64]reportMeta{}}
+}
+
+// Run watches the modem and reports until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	var last *fingerprint
+	reason := protocol.ReasonStart
+	heartbeat := time.NewTicker(a.cfg.Heartbeat)
+	defer heartbeat.Stop()
+	poll := time.NewTicker(a.cfg.Poll)
+	defer poll.Stop()
+	retry := time.NewTimer(0)
+	defer retry.Stop()
+
+	// read reads the modem and reports when something changed, when
+	// forced, or when nothing was reported yet. It returns false when the
+	// modem could not be read.
+	read := func(force bool) bool {
+		id, err := a.modem.Identify(ctx)
+		if err != nil {
+			a.log.Warn("cannot read the modem", "err", err)
+			return false
+		}
+		r, fp, err := a.build(id)
+		if err != nil {
+			a.log.Error("modem identity cannot be reported", "err", err)
+			return false
+		}
+		if !a.radioWanted() && r.Registration.Stat != 0 {
+			// A modem reboot brings the radio back up; the verifier's
+			// instruction stays until it says otherwise.
+			if rerr := a.modem.SetRadio(ctx, false); rerr != nil {
+				a.log.Warn("keep radio down", "err", rerr)
+			}
+		}
+		changed := last == nil || *fp != *last
+		switch {
+		case last == nil:
+		case changed:
+			reason = protocol.ReasonChange
+			a.log.Info("identity changed", "from", last.String(), "to", fp.String())
+		case force:
+		default:
+			return true
+		}
+		r.Reason = reason
+		if err := a.enqueue(r, reason == protocol.ReasonHeartbeat); err != nil {
+			a.log.Error("queue report", "err", err)
+			return false
+		}
+		last = fp
+		return true
+	}
+
+	failures := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-retry.C:
+			if last == nil && !read(true) {
+				failures++
+				retry.Reset(min(time.Duration(failures)*time.Second, 30*time.Second))
+			}
+		case <-a.modem.Events():
+			reason = protocol.ReasonChange
+			read(false)
+		case <-poll.C:
+			reason = protocol.ReasonChange
+			read(false)
+		case <-heartbeat.C:
+			reason = protocol.ReasonHeartbeat
+			read(true)
+		case cmd := <-a.commands:
+			if a.execute(ctx, cmd) {
+				reason = protocol.ReasonRequested
+				read(true)
+			}
+		}
+	}
+}
+
+// HandleCommand receives a payload from the command topic. Commands that
+// do not decode, do not verify against the verifier's key, are for
+// another device, or have expired are dropped and logged.
+func (a *Agent) HandleCommand(payload []byte) {
+	c, err := protocol.DecodeCommand(payload)
+	if err != nil {
+		a.log.Warn("command refused", "err", err)
+		return
+	}
+	if err := protocol.VerifyCommand(a.cfg.CommandKey, c); err != nil {
+		a.log.Warn("command refused", "id", c.ID, "err", err)
+		return
+	}
+	if c.DeviceID != a.cfg.DeviceID {
+		a.log.Warn("command for another device refused", "id", c.ID, "device", c.DeviceID)
+		return
+	}
+	if a.now().After(c.Expires) {
+		a.log.Warn("expired command ignored", "id", c.ID, "expired", c.Expires)
+		return
+	}
+	select {
+	case a.commands <- c:
+	default:
+		a.log.Warn("command queue full; command dropped", "id", c.ID)
+	}
+}
+
+// execute carries out a command and reports whether a report should follow.
+func (a *Agent) execute(ctx context.Context, c *protocol.Command) bool {
+	switch c.Kind {
+	case protocol.CommandRadioOff, protocol.CommandRadioOn:
+		if !a.cfg.AllowRadio {
+			a.log.Warn("radio command refused: not allowed by configuration", "id", c.ID, "kind", c.Kind)
+			return false
+		}
+		on := c.Kind == protocol.CommandRadioOn
+		if err := a.modem.SetRadio(ctx, on); err != nil {
+			a.log.Error("radio command failed", "id", c.ID, "err", err)
+			return false
+		}
+		a.mu.Lock()
+		a.radioOff = !on
+		a.mu.Unlock()
+	}
+	a.mu.Lock()
+	a.acks = append(a.acks, c.ID)
+	a.mu.Unlock()
+	a.log.Info("command done", "id", c.ID, "kind", c.Kind)
+	return true
+}
+
+func (a *Agent) radioWanted() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return !a.radioOff
+}
+
+// Acked is told by the MQTT link that a report reached the broker: its
+// command acks and dropped count are then delivered.
+func (a *Agent) Acked(e outbox.Entry) {
+	a.mu.Lock()
+	m, ok := a.inFlight[e.Seq]
+	delete(a.inFlight, e.Seq)
+	a.mu.Unlock()
+	if ok && m.dropped > 0 {
+		if err := a.box.ResetDropped(m.dropped); err != nil {
+			a.log.Warn("reset dropped count", "err", err)
+		}
+	}
+}
+
+// enqueue signs the report with the next sequence number and queues it.
+func (a *Agent) enqueue(r *protocol.Report, heartbeat bool) error {
+	seq, err := a.seq.Next()
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	acks := slices.Clone(a.acks)
+	a.acks = a.acks[:0]
+	a.mu.Unlock()
+	r.Seq = seq
+	r.Acks = acks
+	r.Dropped = a.box.Dropped()
+	protocol.SignReport(a.cfg.Key, r)
+	data, err := protocol.EncodeReport(r)
+	if err != nil {
+		return err
+	}
+	kind := outbox.Change
+	if heartbeat {
+		kind = outbox.Heartbeat
+	}
+	if err := a.box.Add(outbox.Entry{Seq: seq, Kind: kind, Payload: data}); err != nil {
+		// Keep the acks for the next report.
+		a.mu.Lock()
+		a.acks = append(acks, a.acks...)
+		a.mu.Unlock()
+		return err
+	}
+	a.mu.Lock()
+	a.inFlight[seq] = reportMeta{acks: acks, dropped: r.Dropped}
+	if len(a.inFlight) > maxInFlight {
+		// Reports the outbox dropped are never acked: forget the oldest.
+		keys := slices.Sorted(maps.Keys(a.inFlight))
+		for _, k := range keys[:len(keys)-maxInFlight] {
+			delete(a.inFlight, k)
+		}
+	}
+	a.mu.Unlock()
+	a.log.Info("report queued", "seq", seq, "reason", r.Reason, "sim", r.SIM, "iccid", r.ICCID, "imei", r.IMEI)
+	a.kick()
+	return nil
+}
+
+// fingerprint is what makes a report a change report when it differs.
+type fingerprint struct {
+	imei   protocol.IMEI
+	sim    protocol.SIMState
+	iccid  protocol.ICCID
+	imsi   protocol.IMSI
+	denied bool
+}
+
+func (f fingerprint) String() string {
+	return fmt.Sprintf("imei=%s sim=%s iccid=%s imsi=%s denied=%v", f.imei, f.sim, f.iccid, f.imsi, f.denied)
+}
+
+// errNoIMEI: without an IMEI there is nothing to report.
+var errNoIMEI = errors.New("the modem gave no valid IMEI")
+
+// build turns an identity into an unsigned report.
+func (a *Agent) build(id identity.Identity) (*protocol.Report, *fingerprint, error) {
+	imei, err := protocol.ParseIMEI(id.IMEI)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", errNoIMEI, err)
+	}
+	r := &protocol.Report{Version: protocol.Version, DeviceID: a.cfg.DeviceID, Time: a.now().UTC(), IMEI: imei}
+	r.SIM = simState(id.SIM.State)
+	if r.SIM != protocol.SIMAbsent {
+		if c, err := protocol.ParseICCID(id.ICCID); err == nil {
+			r.ICCID = c
+		}
+		if i, err := protocol.ParseIMSI(id.IMSI); err == nil {
+			r.IMSI = i
+		}
+	}
+	if r.SIM == protocol.SIMPresent && r.ICCID == "" {
+		// A ready SIM whose ICCID could not be read: not settled yet.
+		r.SIM = protocol.SIMNotReady
+	}
+	r.Registration = registration(id.Registration)
+	if id.Signal != nil && id.Signal.DBm < 0 {
+		r.Signal = &protocol.Signal{RSSIdBm: id.Signal.DBm}
+	}
+	fp := &fingerprint{imei: r.IMEI, sim: r.SIM, iccid: r.ICCID, imsi: r.IMSI, denied: r.Registration.State == protocol.RegDenied}
+	return r, fp, nil
+}
+
+func simState(s identity.SIMState) protocol.SIMState {
+	switch s {
+	case identity.SIMReady:
+		return protocol.SIMPresent
+	case identity.SIMLocked:
+		return protocol.SIMPINRequired
+	case identity.SIMAbsent:
+		return protocol.SIMAbsent
+	}
+	return protocol.SIMNotReady
+}
+
+func registration(g *identity.Registration) protocol.Registration {
+	if g == nil {
+		return protocol.Registration{State: protocol.RegUnknown, Stat: -1}
+	}
+	out := protocol.Registration{State: protocol.RegStateFromStat(int(g.Stat)), Stat: int(g.Stat), Tech: tech(g.AcT)}
+	if out.Stat < -1 || out.Stat > 11 {
+		out.Stat, out.State = -1, protocol.RegUnknown
+	}
+	var area uint32
+	var cell uint64
+	if _, err := fmt.Sscanf(g.Area, "%x", &area); err == nil {
+		if _, err := fmt.Sscanf(g.Cell, "%x", &cell); err == nil {
+			out.Cell = &protocol.Cell{Area: area, ID: cell}
+		}
+	}
+	return out
+}
+
+// tech maps a 27.007 <AcT> to the report's technology name.
+func tech(act int) string {
+	switch act {
+	case 0, 1, 3, 8:
+		return "gsm"
+	case 2, 4, 5, 6:
+		return "utran"
+	case 7, 10:
+		return "eutran"
+	case 9:
+		return "nbiot"
+	case 11, 12, 13:
+		return "nr"
+	}
+	return ""
+}
