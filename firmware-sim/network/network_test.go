@@ -181,10 +181,10 @@ func TestConcurrent(t *testing.T) {
 	srv := httptest.NewServer(NewHandler(n, nil))
 	defer srv.Close()
 	c := NewClient(srv.URL, srv.Client())
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 
-	const cards = 40
+	const cards = 20
 	var wg sync.WaitGroup
 	for i := range cards {
 		wg.Go(func() { // a modem
@@ -192,7 +192,7 @@ func TestConcurrent(t *testing.T) {
 			if i%2 == 0 {
 				cl = c
 			}
-			for j := range 10 {
+			for j := range 6 {
 				res, err := cl.Attach(ctx, AttachRequest{ICCID: iccid(i), IMSI: imsi(i), IMEI: imei(i)})
 				if err != nil {
 					t.Errorf("attach %d: %v", i, err)
