@@ -390,7 +390,11 @@ func TestExternalProvider(t *testing.T) {
 	if !p.External || p.Client != "partner-app" || p.Tenant != "acme" || !p.HasScope(ScopeBind) || p.ThreeLegged() {
 		t.Errorf("principal = %+v", p)
 	}
-	p, err = s.Authenticate(ctx, idp.token(t, claims(func(m jwt.MapClaims) { m["phone_number"] = "+8613900000001"; delete(m, "scope"); m["scp"] = []any{ScopeQuery} })))
+	p, err = s.Authenticate(ctx, idp.token(t, claims(func(m jwt.MapClaims) {
+		m["phone_number"] = "+8613900000001"
+		delete(m, "scope")
+		m["scp"] = []any{ScopeQuery}
+	})))
 	if err != nil || p.PhoneNumber != "+8613900000001" || !slices.Equal(p.Scopes, []string{ScopeQuery}) {
 		t.Errorf("three-legged: %+v, %v", p, err)
 	}

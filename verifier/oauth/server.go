@@ -210,7 +210,9 @@ func (s *Server) CreateClient(ctx context.Context, spec ClientSpec) (*Client, st
 }
 
 // Client returns a registered client (verifier.ErrNotFound when absent).
-func (s *Server) Client(ctx context.Context, id string) (*Client, error) { return s.clients.get(ctx, id) }
+func (s *Server) Client(ctx context.Context, id string) (*Client, error) {
+	return s.clients.get(ctx, id)
+}
 
 // Clients lists the registered clients.
 func (s *Server) Clients(ctx context.Context) ([]*Client, error) { return s.clients.list(ctx) }
@@ -293,7 +295,9 @@ func writeNoStore(w http.ResponseWriter, status int, v any) {
 
 // token is the token endpoint: the client credentials grant only.
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
-	bad := func(code, desc string) { writeTokenError(w, tokenError{status: http.StatusBadRequest, Code: code, Desc: desc}, false) }
+	bad := func(code, desc string) {
+		writeTokenError(w, tokenError{status: http.StatusBadRequest, Code: code, Desc: desc}, false)
+	}
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/x-www-form-urlencoded" {
 		bad("invalid_request", "the request body must be application/x-www-form-urlencoded")
@@ -394,17 +398,17 @@ func (s *Server) jwks(w http.ResponseWriter, _ *http.Request) {
 // Discovery is the OpenID Provider metadata the server publishes
 // (OpenID Connect Discovery 1.0, RFC 8414 fields).
 type Discovery struct {
-	Issuer                        string   `json:"issuer"`
-	TokenEndpoint                 string   `json:"token_endpoint"`
-	JWKSURI                       string   `json:"jwks_uri"`
-	ScopesSupported               []string `json:"scopes_supported"`
-	GrantTypesSupported           []string `json:"grant_types_supported"`
-	ResponseTypesSupported        []string `json:"response_types_supported"`
-	SubjectTypesSupported         []string `json:"subject_types_supported"`
-	TokenEndpointAuthMethods      []string `json:"token_endpoint_auth_methods_supported"`
-	IDTokenSigningAlgs            []string `json:"id_token_signing_alg_values_supported"`
-	ClaimsSupported               []string `json:"claims_supported"`
-	AccessTokenSigningAlgs        []string `json:"access_token_signing_alg_values_supported"`
+	Issuer                   string   `json:"issuer"`
+	TokenEndpoint            string   `json:"token_endpoint"`
+	JWKSURI                  string   `json:"jwks_uri"`
+	ScopesSupported          []string `json:"scopes_supported"`
+	GrantTypesSupported      []string `json:"grant_types_supported"`
+	ResponseTypesSupported   []string `json:"response_types_supported"`
+	SubjectTypesSupported    []string `json:"subject_types_supported"`
+	TokenEndpointAuthMethods []string `json:"token_endpoint_auth_methods_supported"`
+	IDTokenSigningAlgs       []string `json:"id_token_signing_alg_values_supported"`
+	ClaimsSupported          []string `json:"claims_supported"`
+	AccessTokenSigningAlgs   []string `json:"access_token_signing_alg_values_supported"`
 }
 
 func (s *Server) discovery(w http.ResponseWriter, _ *http.Request) {
