@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/cardbind/cardbind/firmware-sim/network"
+)
+
+const networkHelp = `Usage: firmware-sim network [flags]
+
+Runs a simulated operator network: a TEST DOUBLE of an operator, keeping
+its state in memory only (lost on exit). Per SIM card (ICCID, IMSI, MSISDN,
+assigned IPv4) it knows whether the card is attached, in which IMEI, and
+whether it is blocked.
+
+It serves an HTTP JSON API (see docs/firmware-sim.md):
+  operator side (what an enforcement adapter calls):
+    POST /v1/cards                     register a card
+    GET  /v1/cards[?blocked=true]      list cards (also ?imsi=, ?msisdn=)
+    GET  /v1/cards/{iccid}             read a card
+    POST /v1/cards/{iccid}/block       block (idempotent; Idempotency-Key header)
+    POST /v1/cards/{iccid}/resume      resume (idempotent; Idempotency-Key header)
+  device side (what simulated modems call):
+    POST /v1/attach                    attach a card in an IMEI: registered or denied
+    POST /v1/detach                    detach
+    GET  /v1/cards/{iccid}/watch?after=VERSION&wait=25s
+                                       long poll: returns as soon as the card changes
+
+Flags:
+`
+
+func runNetwork(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("network", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), networkHelp)
+		fs.PrintDefaults()
+	}
+	listen := fs.String("listen", "127.0.0.1:7000", "`address` to serve the HTTP API on")
+	strict := fs.Bool("strict", false, "deny attach of cards not registered first (default: provision them on first attach)")
+	pool := fs.String("pool", "10.64.0.0/10", "IPv4 `prefix` to assign card addresses from")
+	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
+	if err := parse(fs, args, stdout); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	prefix, err := netip.ParsePrefix(*pool)
+	if err != nil || !prefix.Addr().Is4() {
+		return fmt.Errorf("--pool %q: want an IPv4 prefix such as 10.64.0.0/10", *pool)
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	n := network.New(network.Options{Strict: *strict, Pool: prefix})
+	log.Info("simulated operator network (test double, in memory) listening", "addr", ln.Addr().String())
+	return serveHTTP(ctx, ln, network.NewHandler(n, log))
+}
+
+// serveHTTP serves h on ln until ctx is done, then shuts down.
+func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx) // long polls are cut off after the timeout
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("http: %w", err)
+	}
+	return nil
+}
