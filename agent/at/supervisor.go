@@ -104,7 +104,7 @@ func (s *Supervisor) Command(ctx context.Context, cmd string, opts ...CommandOpt
 func (s *Supervisor) Run(ctx context.Context) error {
 	attempt := 0
 	for {
-		e, err := s.connect(ctx)
+		e, registered, err := s.connect(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -118,20 +118,20 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			continue
 		}
 		attempt = 0
-		s.setCurrent(e)
+		s.setCurrent(e, registered)
 		s.log.Info("modem port up")
 		if s.cfg.OnUp != nil {
 			s.cfg.OnUp(ctx, e)
 		}
 		select {
 		case <-ctx.Done():
-			s.setCurrent(nil)
+			s.setCurrent(nil, 0)
 			_ = e.Close()
 			return ctx.Err()
 		case <-e.Closed():
 		}
 		cause := e.Err()
-		s.setCurrent(nil)
+		s.setCurrent(nil, 0)
 		_ = e.Close()
 		s.log.Warn("modem port down", "err", cause)
 		if s.cfg.OnDown != nil {
@@ -144,22 +144,24 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 }
 
-// connect opens the port, synchronises and runs init.
-func (s *Supervisor) connect(ctx context.Context) (*Engine, error) {
+// connect opens the port, synchronises and runs init. It also returns how
+// many of the supervisor's handlers the new engine already has.
+func (s *Supervisor) connect(ctx context.Context) (*Engine, int, error) {
 	port, err := s.cfg.Open(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("open: %w", err)
+		return nil, 0, fmt.Errorf("open: %w", err)
 	}
 	s.mu.Lock()
 	opts := append([]Option(nil), s.cfg.Options...)
 	for _, he := range s.handlers {
 		opts = append(opts, WithHandler(he.prefix, he.h))
 	}
+	registered := len(s.handlers)
 	s.mu.Unlock()
 	e := New(port, opts...)
 	if err := e.Sync(ctx); err != nil {
 		_ = e.Close()
-		return nil, err
+		return nil, 0, err
 	}
 	for _, cmd := range s.cfg.Init {
 		_, err := e.Command(ctx, cmd)
@@ -167,17 +169,24 @@ func (s *Supervisor) connect(ctx context.Context) (*Engine, error) {
 		case err == nil:
 		case errors.Is(err, ErrTimeout), errors.Is(err, ErrClosed), ctx.Err() != nil:
 			_ = e.Close()
-			return nil, fmt.Errorf("init: %w", err)
+			return nil, 0, fmt.Errorf("init: %w", err)
 		default:
 			s.log.Warn("modem init command failed", "cmd", cmd, "err", err)
 		}
 	}
-	return e, nil
+	return e, registered, nil
 }
 
-func (s *Supervisor) setCurrent(e *Engine) {
+// setCurrent makes e the engine Command uses, first giving it the handlers
+// registered since connect took its snapshot.
+func (s *Supervisor) setCurrent(e *Engine, registered int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if e != nil {
+		for _, he := range s.handlers[registered:] {
+			e.Handle(he.prefix, he.h)
+		}
+	}
 	s.cur = e
 }
 
