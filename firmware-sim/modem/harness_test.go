@@ -92,16 +92,19 @@ func startHarness(t *testing.T, m *Modem) *harness {
 // clears) what it sent.
 func (h *harness) settle() string {
 	h.t.Helper()
-	last := -1
-	for range 200 {
-		time.Sleep(10 * time.Millisecond)
+	last, quiet := -1, 0
+	for range 1000 {
+		time.Sleep(2 * time.Millisecond)
 		h.mu.Lock()
 		n := h.buf.Len()
 		h.mu.Unlock()
-		if n == last {
+		if n != last {
+			last, quiet = n, 0
+			continue
+		}
+		if quiet++; quiet >= 5 {
 			break
 		}
-		last = n
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -33,6 +33,9 @@ func runATCases(t *testing.T, personality string, cases []atCase) {
 				cfg.SIM = nil
 			}
 			h := newHarness(t, cfg)
+			if cfg.SIM != nil {
+				waitStat(t, h.m, 1)
+			}
 			h.settle() // boot URCs
 			for _, s := range tc.setup {
 				h.send(s)

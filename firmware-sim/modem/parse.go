@@ -191,11 +191,9 @@ func extendedForm(name, rest string) (command, error) {
 }
 
 // splitArgs splits the argument of a set command on commas outside quotes
-// and trims spaces and quotes from each field.
+// and trims spaces and quotes from each field. It returns at least one
+// field (empty for an empty arg).
 func splitArgs(arg string) []string {
-	if arg == "" {
-		return nil
-	}
 	var out []string
 	quoted := false
 	start := 0
