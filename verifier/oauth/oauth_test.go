@@ -494,3 +494,30 @@ func TestParseRate(t *testing.T) {
 		}
 	}
 }
+
+func TestMiddleware(t *testing.T) {
+	s, _ := newTestServer(t, nil)
+	c, _, _ := s.CreateClient(context.Background(), ClientSpec{Tenant: "acme", Scopes: []string{ScopeQuery}})
+	tr, _ := s.mint(c, c.Scopes, "", time.Minute)
+	h := s.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, ok := PrincipalFrom(r.Context())
+		if !ok || p.Client != c.ID {
+			t.Errorf("principal %+v", p)
+		}
+		w.WriteHeader(204)
+	}), func(w http.ResponseWriter, _ *http.Request, err error) {
+		if !errors.Is(err, ErrUnauthenticated) {
+			t.Errorf("err = %v", err)
+		}
+		w.WriteHeader(401)
+	})
+	for auth, want := range map[string]int{"Bearer " + tr.AccessToken: 204, "bearer " + tr.AccessToken: 204, "": 401, "Bearer x": 401} {
+		req := httptest.NewRequest("GET", "/", nil)
+		req.Header.Set("Authorization", auth)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != want {
+			t.Errorf("%.20q: %d, want %d", auth, rec.Code, want)
+		}
+	}
+}
