@@ -7,6 +7,13 @@
 // change the vendor surface: identification strings, the ICCID command, boot
 // and SIM hot-swap unsolicited result codes (URCs) and a few quirks.
 //
+// Serve works over any io.ReadWriter, so tests can run many modems in one
+// process without pseudo-terminals (see the example of Modem.Serve); with a
+// Network (network.Network in process, network.Client over HTTP) the SIM
+// attaches to a simulated operator and registration follows blocks and
+// resumes. Faults (delays, silence, garbage, spurious URCs, errors) can be
+// injected with Modem.SetFaults.
+//
 // The simulator is written independently of the cardbind agent's AT engine on
 // purpose: it must behave like the outside world, so it shares no code with it.
 //
