@@ -324,9 +324,6 @@ func regLine(name string, n, stat int, solicited bool) string {
 	return b.String()
 }
 
-// regNames are the registration commands in state.regN order.
-var regNames = [3]string{"+CREG", "+CGREG", "+CEREG"}
-
 func atReg(idx int, name string) handler {
 	return func(x *execCtx, c command) ([]string, error) {
 		s := x.s
