@@ -6,6 +6,7 @@ set -euo pipefail
 # command -> Debian package
 declare -A need=(
 	[mosquitto_sub]=mosquitto-clients
+	[radclient]=freeradius-utils
 )
 
 missing=()
