@@ -21,6 +21,7 @@ type fakeCards struct {
 	failFind   int
 	failCommit int
 	commits    int
+	outbox     []verifier.OutboxEntry
 }
 
 func newFakeCards(cards ...verifier.Card) *fakeCards {
@@ -72,7 +73,25 @@ func (f *fakeCards) Commit(_ context.Context, cm *verifier.Commit) error {
 	c.Version++
 	f.cards[c.ICCID] = c
 	f.commits++
+	f.outbox = append(f.outbox, cm.Outbox...)
 	return nil
+}
+
+// Device makes fakeCards an ingest.Store: no devices are enrolled.
+func (f *fakeCards) Device(context.Context, string) (*verifier.Device, error) {
+	return nil, verifier.ErrNotFound
+}
+
+func (f *fakeCards) enforcements() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, e := range f.outbox {
+		if e.Kind == verifier.OutboxEnforce {
+			out = append(out, e.ID)
+		}
+	}
+	return out
 }
 
 func (f *fakeCards) get(iccid protocol.ICCID) verifier.Card {

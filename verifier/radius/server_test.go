@@ -35,7 +35,16 @@ type harness struct {
 func newHarness(t *testing.T, cfg func(*Config), cards ...verifier.Card) *harness {
 	t.Helper()
 	fc := newFakeCards(cards...)
-	h := &harness{t: t, cards: fc, obs: &fakeObserver{cards: fc}}
+	obs := &fakeObserver{cards: fc}
+	h := serve(t, cfg, fc, obs)
+	h.obs = obs
+	return h
+}
+
+// serve runs a server over cards and observer on loopback.
+func serve(t *testing.T, cfg func(*Config), cards *fakeCards, observer Observer) *harness {
+	t.Helper()
+	h := &harness{t: t, cards: cards}
 	cl, err := ParseClient("127.0.0.0/8", testSecret)
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +53,7 @@ func newHarness(t *testing.T, cfg func(*Config), cards ...verifier.Card) *harnes
 	if cfg != nil {
 		cfg(&c)
 	}
-	h.srv, err = New(c, fc, h.obs, slog.New(slog.DiscardHandler))
+	h.srv, err = New(c, cards, observer, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
