@@ -6,10 +6,12 @@ import (
 	"time"
 )
 
-// requestKey identifies a request and its retransmissions (RFC 2866
-// section 3: same source address and port, identifier and authenticator).
+// requestKey identifies a request and its retransmissions: same client
+// address, identifier and Request Authenticator. The source port is left
+// out, as some NASes send from a pool of sockets; the authenticator, a
+// hash over the whole request, tells different requests apart.
 type requestKey struct {
-	from netip.AddrPort
+	from netip.Addr
 	id   byte
 	auth [16]byte
 }

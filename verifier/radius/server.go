@@ -267,11 +267,13 @@ func (s *Server) readLoop(ctx context.Context, conn *net.UDPConn) error {
 			continue
 		}
 		if resp := s.handle(ctx, buf[:n], from); resp != nil {
-			if _, err := conn.WriteToUDPAddrPort(resp, from); err != nil {
-				s.log.Warn("radius answer not sent", "to", from.String(), "err", err)
-				continue
-			}
+			// Counted before the write, so that the count is there when
+			// the NAS has the answer.
 			s.stats.answered.Add(1)
+			if _, err := conn.WriteToUDPAddrPort(resp, from); err != nil {
+				s.stats.answered.Add(^uint64(0))
+				s.log.Warn("radius answer not sent", "to", from.String(), "err", err)
+			}
 		}
 	}
 }
@@ -300,7 +302,7 @@ func (s *Server) handle(ctx context.Context, b []byte, from netip.AddrPort) []by
 		s.warnOnce(1, "radius request with a bad authenticator dropped (wrong shared secret?)", "from", from.String())
 		return nil
 	}
-	key := requestKey{from: from, id: b[1], auth: [16]byte(b[4:20])}
+	key := requestKey{from: from.Addr(), id: b[1], auth: [16]byte(b[4:20])}
 	state, resp := s.dedup.begin(key, s.now())
 	switch state {
 	case dedupDone:
