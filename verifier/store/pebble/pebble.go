@@ -1,0 +1,425 @@
+// Package pebble implements verifier.Store on Pebble, an embedded
+// key-value store (LSM tree) that keeps tens of millions of cards on one
+// machine's disk with fast point reads.
+//
+// # Key layout
+//
+// One byte of prefix, then the parts; "0" is a 0x00 separator byte and
+// "BE" a big-endian uint64, so keys sort the way the scans need them:
+//
+//	c <iccid>                          card (inventory, binding, status)
+//	i <kind> 0 <value>                 index -> ICCID (kind imsi, msisdn, ipv4, ipv6, nai)
+//	h <iccid> 0 <seq BE>               history entry
+//	g <grace until, unix ns BE> <iccid> card in grace, by deadline (empty value)
+//	o <kind> 0 <created, unix ns BE> <id>  outbox entry, oldest first per kind
+//	O <id>                             outbox id -> its o key
+//	d <device id>                      enrolled device
+//	r <ns> 0 <key>                     record
+//
+// # Values
+//
+// Every value starts with a format byte. Cards, the one record there are
+// tens of millions of, use a compact binary encoding (a field presence
+// mask, then only the fields present: about 60 bytes for a bound card
+// against about 250 as JSON); see codec.go. History entries and devices
+// are JSON. Outbox entries are JSON after an 8-byte NotBefore, so
+// PendingOutbox passes over backed-off entries without decoding them.
+// Index values are the bare ICCID.
+//
+// # Writes and concurrency
+//
+// Commit and UpsertInventory each write one Pebble batch, committed with
+// Sync; concurrent batches share fsyncs through Pebble's group commit.
+// The read-check-write of a version is made atomic by striped locks:
+// first the row stripes of everything the write names (cards, device,
+// outbox ids), all at once in stripe order; then, once the old cards are
+// read, the stripes of every index value the write removes or sets. No
+// one waits for a row stripe while holding a value stripe, so the two
+// phases cannot deadlock. Writes to different cards run in parallel.
+//
+// After a successful Commit the caller's Card.Version and Device.Version
+// are the stored versions (the version read plus one); after a failed one
+// they are unchanged.
+//
+// An index value (an IP address a new session hands to another card, an
+// IMSI re-assigned in the inventory) that a write gives to a card moves to
+// it; the previous holder keeps the value in its record until its own
+// next write changes it, and FindCard only answers with a card that still
+// holds the value.
+package pebble
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"io"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+
+	pdb "github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+
+	"github.com/cardbind/cardbind/protocol"
+	"github.com/cardbind/cardbind/verifier"
+)
+
+// Options tunes the store. The zero value is a good default for a small
+// (2-core) machine.
+type Options struct {
+	// CacheSize is Pebble's block cache in bytes (default 64 MiB). Data
+	// beyond it is read through the operating system's page cache.
+	CacheSize int64
+	// Compression is "balanced" (default: fast MinLZ/Snappy in the upper
+	// levels, zstd level 1 in the last level, where most data lives),
+	// "fastest" (MinLZ/Snappy everywhere), "good" (zstd in the two lowest
+	// levels) or "none".
+	Compression string
+	// Logger receives Pebble's own log lines (nil: discarded, except
+	// errors, which go to slog.Default()).
+	Logger *slog.Logger
+}
+
+// Store is the Pebble implementation of verifier.Store.
+type Store struct {
+	db     *pdb.DB
+	cache  *pdb.Cache
+	seed   maphash.Seed
+	rows   stripes // cards, devices, outbox ids, records
+	values stripes // index values
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ verifier.Store = (*Store)(nil)
+
+// Open opens the store in dir, creating it if needed.
+func Open(dir string, opts Options) (*Store, error) {
+	if opts.CacheSize <= 0 {
+		opts.CacheSize = 64 << 20
+	}
+	cache := pdb.NewCache(opts.CacheSize)
+	po, err := PebbleOptions(opts, cache)
+	if err != nil {
+		cache.Unref()
+		return nil, err
+	}
+	db, err := pdb.Open(dir, po)
+	if err != nil {
+		cache.Unref()
+		return nil, fmt.Errorf("pebble: open %s: %w", dir, err)
+	}
+	return &Store{db: db, cache: cache, seed: maphash.MakeSeed()}, nil
+}
+
+// PebbleOptions returns the Pebble options Open uses, with cache as the
+// block cache. It is exported so benchmarks and tools can run raw Pebble
+// with the same tuning.
+func PebbleOptions(opts Options, cache *pdb.Cache) (*pdb.Options, error) {
+	po := &pdb.Options{
+		Cache:              cache,
+		FormatMajorVersion: pdb.FormatNewest,
+		// Larger memtables absorb bulk imports with fewer, larger L0
+		// files; two of them bound the memory at 128 MiB.
+		MemTableSize:                64 << 20,
+		MemTableStopWritesThreshold: 2,
+		// Two cores: one compaction normally, a second one when behind.
+		CompactionConcurrencyRange: func() (int, int) { return 1, 2 },
+		Logger:                     pebbleLogger{opts.Logger},
+	}
+	for i := range po.Levels {
+		// Point reads (Card, FindCard) skip tables without the key.
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	var cs pdb.DBCompressionSettings
+	switch opts.Compression {
+	case "", "balanced":
+		cs = pdb.DBCompressionBalanced
+	case "fastest":
+		cs = pdb.DBCompressionFastest
+	case "good":
+		cs = pdb.DBCompressionGood
+	case "none":
+		cs = pdb.DBCompressionNone
+	default:
+		return nil, fmt.Errorf("pebble: unknown compression %q (balanced, fastest, good, none)", opts.Compression)
+	}
+	po.ApplyCompressionSettings(func() pdb.DBCompressionSettings { return cs })
+	return po, nil
+}
+
+// pebbleLogger sends Pebble's log lines to slog.
+type pebbleLogger struct{ log *slog.Logger }
+
+func (l pebbleLogger) Infof(format string, args ...any) {
+	if l.log != nil {
+		l.log.Info("pebble: " + fmt.Sprintf(format, args...))
+	}
+}
+
+func (l pebbleLogger) Errorf(format string, args ...any) {
+	log := l.log
+	if log == nil {
+		log = slog.Default()
+	}
+	log.Error("pebble: " + fmt.Sprintf(format, args...))
+}
+
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	// Pebble calls Fatalf on unrecoverable corruption; it must not return.
+	l.Errorf(format, args...)
+	panic(fmt.Sprintf("pebble: "+format, args...))
+}
+
+// Close flushes and closes the store. Closing twice is not an error.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		err := s.db.Close()
+		s.cache.Unref()
+		if err != nil {
+			s.closeErr = fmt.Errorf("pebble: close: %w", err)
+		}
+	})
+	return s.closeErr
+}
+
+// Keys.
+
+func cardKey(iccid protocol.ICCID) []byte { return append([]byte{'c'}, iccid...) }
+
+func indexKey(kind verifier.IndexKind, value string) []byte {
+	k := make([]byte, 0, 2+len(kind)+len(value))
+	k = append(append(append(k, 'i'), kind...), 0)
+	return append(k, value...)
+}
+
+func historyPrefix(iccid protocol.ICCID) []byte {
+	return append(append([]byte{'h'}, iccid...), 0)
+}
+
+func historyKey(iccid protocol.ICCID, seq uint64) []byte {
+	return be64(historyPrefix(iccid), seq)
+}
+
+func graceKey(until uint64, iccid protocol.ICCID) []byte {
+	return append(be64([]byte{'g'}, until), iccid...)
+}
+
+func outboxPrefix(kind verifier.OutboxKind) []byte {
+	return append(append([]byte{'o'}, kind...), 0)
+}
+
+func outboxKey(e *verifier.OutboxEntry) []byte {
+	return append(be64(outboxPrefix(e.Kind), nanos(e.Created)), e.ID...)
+}
+
+func outboxIDKey(id string) []byte { return append([]byte{'O'}, id...) }
+
+func deviceKey(id string) []byte { return append([]byte{'d'}, id...) }
+
+func recordPrefix(ns string) []byte { return append(append([]byte{'r'}, ns...), 0) }
+
+func recordKey(ns, key string) []byte { return append(recordPrefix(ns), key...) }
+
+func be64(b []byte, v uint64) []byte {
+	return append(b, byte(v>>56), byte(v>>48), byte(v>>40), byte(v>>32), byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
+}
+
+// prefixEnd returns the smallest key greater than every key with prefix p.
+func prefixEnd(p []byte) []byte {
+	end := slices.Clone(p)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// Locks.
+
+// stripes is a fixed set of mutexes a key hashes onto.
+type stripes [1024]sync.Mutex
+
+// lock locks the stripes of keys in stripe order and returns the unlock.
+func (s *Store) lock(st *stripes, keys [][]byte) func() {
+	idx := make([]int, 0, len(keys))
+	for _, k := range keys {
+		idx = append(idx, int(maphash.Bytes(s.seed, k)%uint64(len(st))))
+	}
+	slices.Sort(idx)
+	idx = slices.Compact(idx)
+	for _, i := range idx {
+		st[i].Lock()
+	}
+	return func() {
+		for j := len(idx) - 1; j >= 0; j-- {
+			st[idx[j]].Unlock()
+		}
+	}
+}
+
+// Reads.
+
+// getter is a *pdb.DB or an indexed *pdb.Batch (which reads through
+// its own writes).
+type getter interface {
+	Get(key []byte) ([]byte, io.Closer, error)
+}
+
+// getCopy returns a copy of the value under key, or nil and
+// verifier.ErrNotFound.
+func getCopy(g getter, key []byte) ([]byte, error) {
+	v, closer, err := g.Get(key)
+	if errors.Is(err, pdb.ErrNotFound) {
+		return nil, verifier.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pebble: get: %w", err)
+	}
+	v = bytes.Clone(v)
+	_ = closer.Close()
+	return v, nil
+}
+
+func readCard(g getter, iccid protocol.ICCID) (*verifier.Card, error) {
+	v, closer, err := g.Get(cardKey(iccid))
+	if errors.Is(err, pdb.ErrNotFound) {
+		return nil, verifier.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pebble: get card %s: %w", iccid, err)
+	}
+	defer closer.Close()
+	c, err := decodeCard(iccid, v)
+	if err != nil {
+		return nil, fmt.Errorf("pebble: %w", err)
+	}
+	return c, nil
+}
+
+// Card returns the card with this ICCID.
+func (s *Store) Card(ctx context.Context, iccid protocol.ICCID) (*verifier.Card, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return readCard(s.db, iccid)
+}
+
+// FindCard returns the card an index points at. IPv4 addresses and IPv6
+// prefixes are compared in canonical form (netip's String; a prefix
+// masked), so "2001:DB8::1/32" finds the card holding 2001:db8::/32.
+func (s *Store) FindCard(ctx context.Context, by verifier.IndexKind, value string) (*verifier.Card, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	value, err := canonical(by, value)
+	if err != nil {
+		return nil, err
+	}
+	if value == "" {
+		return nil, verifier.ErrNotFound
+	}
+	v, closer, err := s.db.Get(indexKey(by, value))
+	if errors.Is(err, pdb.ErrNotFound) {
+		return nil, verifier.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pebble: get index %s: %w", by, err)
+	}
+	iccid := protocol.ICCID(v)
+	_ = closer.Close()
+	c, err := readCard(s.db, iccid)
+	if err != nil {
+		return nil, err
+	}
+	if indexValue(c, by) != value {
+		// Cannot happen while writes keep the index; a safety net.
+		return nil, verifier.ErrNotFound
+	}
+	return c, nil
+}
+
+// indexKinds lists every index a card has.
+var indexKinds = [...]verifier.IndexKind{verifier.ByIMSI, verifier.ByMSISDN, verifier.ByIPv4, verifier.ByIPv6, verifier.ByNAI}
+
+// canonical returns the form an index stores value in.
+func canonical(by verifier.IndexKind, value string) (string, error) {
+	switch by {
+	case verifier.ByIMSI, verifier.ByMSISDN, verifier.ByNAI:
+		return value, nil
+	case verifier.ByIPv4:
+		if a, err := netip.ParseAddr(value); err == nil {
+			return a.String(), nil
+		}
+		return value, nil
+	case verifier.ByIPv6:
+		if p, err := netip.ParsePrefix(value); err == nil {
+			return p.Masked().String(), nil
+		}
+		return value, nil
+	}
+	return "", fmt.Errorf("pebble: unknown index %q", by)
+}
+
+// indexValue is the canonical value of one index a card has, or "".
+func indexValue(c *verifier.Card, by verifier.IndexKind) string {
+	if c == nil {
+		return ""
+	}
+	switch by {
+	case verifier.ByIMSI:
+		return string(c.IMSI)
+	case verifier.ByMSISDN:
+		return string(c.MSISDN)
+	case verifier.ByIPv4:
+		if c.IPv4.IsValid() {
+			return c.IPv4.String()
+		}
+	case verifier.ByIPv6:
+		if c.IPv6.IsValid() {
+			return c.IPv6.Masked().String()
+		}
+	case verifier.ByNAI:
+		return c.NAI
+	}
+	return ""
+}
+
+// graceUntil returns the card's grace deadline key part, or 0 when the
+// card is not in grace (or in grace without a deadline).
+func graceUntil(c *verifier.Card) uint64 {
+	if c == nil || c.Status.State != protocol.CardGrace {
+		return 0
+	}
+	return nanos(c.Status.GraceUntil)
+}
+
+// Device returns an enrolled device.
+func (s *Store) Device(ctx context.Context, id string) (*verifier.Device, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return readDevice(s.db, id)
+}
+
+func readDevice(g getter, id string) (*verifier.Device, error) {
+	v, closer, err := g.Get(deviceKey(id))
+	if errors.Is(err, pdb.ErrNotFound) {
+		return nil, verifier.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pebble: get device %s: %w", id, err)
+	}
+	defer closer.Close()
+	var d verifier.Device
+	if err := decodeJSON(v, &d); err != nil {
+		return nil, fmt.Errorf("pebble: device %s: %w", id, err)
+	}
+	return &d, nil
+}
