@@ -365,7 +365,7 @@ func (r *reader) binding() *verifier.Binding {
 	bd := &verifier.Binding{AutoResume: mask&bAutoResume != 0}
 	if mask&bIMEIs != 0 {
 		n := r.uvarint()
-		if n > uint64(len(r.b)) { // each IMEI takes at least one byte
+		if n == 0 || n > uint64(len(r.b)) { // each IMEI takes at least one byte
 			r.err = errCorrupt
 			return nil
 		}
