@@ -25,8 +25,10 @@ const (
 	crashCards   = 8 // cards per writer
 )
 
-func crashICCID(w, i int) protocol.ICCID { return protocol.ICCID(fmt.Sprintf("8986031864%02d%08d", w, i)) }
-func crashDevice(w int) string           { return fmt.Sprintf("gw-%d", w) }
+func crashICCID(w, i int) protocol.ICCID {
+	return protocol.ICCID(fmt.Sprintf("8986031864%02d%08d", w, i))
+}
+func crashDevice(w int) string { return fmt.Sprintf("gw-%d", w) }
 
 // TestCrashConsistency kills a process with kill -9 while it commits
 // (card + history entry + outbox entry + device per Commit), three times
