@@ -175,10 +175,12 @@ func (l pebbleLogger) Fatalf(format string, args ...any) {
 	panic(fmt.Sprintf("pebble: "+format, args...))
 }
 
-// Close flushes and closes the store. Closing twice is not an error.
+// Close flushes the memtable to tables (so the next Open has no log to
+// replay) and closes the store. Closing twice is not an error.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
-		err := s.db.Close()
+		err := s.db.Flush()
+		err = errors.Join(err, s.db.Close())
 		s.cache.Unref()
 		if err != nil {
 			s.closeErr = fmt.Errorf("pebble: close: %w", err)

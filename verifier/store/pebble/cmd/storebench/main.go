@@ -1,0 +1,454 @@
+// Command storebench measures the Pebble store at the size cardbind is
+// built for: it loads N cards (inventory through UpsertInventory, then a
+// binding each through Commit, as the admin bulk import and bulk binding
+// do), reports the load rates, the disk size, the process RSS and the
+// close and reopen times, then runs random point verifications (Card by
+// ICCID and FindCard by IMSI) from G goroutines, and the same lookups as
+// raw Pebble Gets on the same files, so the store's own cost shows as a
+// ratio.
+//
+//	go run ./verifier/store/pebble/cmd/storebench                   # 1M cards
+//	go run ./verifier/store/pebble/cmd/storebench -cards 30000000   # the full run
+//
+// Data goes to a new temporary directory that is removed at the end,
+// unless -dir names one (-keep keeps it).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	pdb "github.com/cockroachdb/pebble/v2"
+
+	"github.com/cardbind/cardbind/protocol"
+	"github.com/cardbind/cardbind/verifier"
+	"github.com/cardbind/cardbind/verifier/store/pebble"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "storebench:", err)
+		os.Exit(1)
+	}
+}
+
+// config is the benchmark's flags.
+type config struct {
+	dir         string
+	keep        bool
+	cards       int
+	batch       int
+	loaders     int
+	bind        bool
+	binders     int
+	readers     int
+	duration    time.Duration
+	cacheMB     int64
+	compression string
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	var c config
+	flags := flag.NewFlagSet("storebench", flag.ContinueOnError)
+	flags.SetOutput(stderr)
+	flags.StringVar(&c.dir, "dir", "", "data directory (default: a new temporary directory, removed at the end)")
+	flags.BoolVar(&c.keep, "keep", false, "keep the data directory")
+	flags.IntVar(&c.cards, "cards", 1_000_000, "cards to load")
+	flags.IntVar(&c.batch, "batch", 1000, "cards per UpsertInventory call")
+	flags.IntVar(&c.loaders, "loaders", 2, "concurrent UpsertInventory callers")
+	flags.BoolVar(&c.bind, "bind", true, "give every card a binding (one Commit with a history entry per card)")
+	flags.IntVar(&c.binders, "binders", 64, "concurrent binding committers")
+	flags.IntVar(&c.readers, "readers", 4, "concurrent readers (G) in the verification loops")
+	flags.DurationVar(&c.duration, "duration", 10*time.Second, "length of each verification loop")
+	flags.Int64Var(&c.cacheMB, "cache", 64, "block cache in MiB")
+	flags.StringVar(&c.compression, "compression", "balanced", "balanced, fastest, good or none")
+	if err := flags.Parse(args); err != nil {
+		return err
+	}
+	if c.cards <= 0 || c.batch <= 0 || c.loaders <= 0 || c.binders <= 0 || c.readers <= 0 {
+		return errors.New("-cards, -batch, -loaders, -binders and -readers must be positive")
+	}
+	if c.dir == "" {
+		d, err := os.MkdirTemp(".", "storebench-*")
+		if err != nil {
+			return err
+		}
+		c.dir = d
+		if !c.keep {
+			defer os.RemoveAll(d)
+		}
+	}
+	b := &bench{config: c, out: stdout, log: stderr}
+	return b.run(context.Background())
+}
+
+// bench runs the phases and prints the report.
+type bench struct {
+	config
+	out, log io.Writer
+}
+
+func (b *bench) opts() pebble.Options {
+	return pebble.Options{CacheSize: b.cacheMB << 20, Compression: b.compression}
+}
+
+func (b *bench) report(format string, args ...any) { fmt.Fprintf(b.out, format+"\n", args...) }
+
+func (b *bench) run(ctx context.Context) error {
+	b.report("storebench: %d cards, batch %d, %d loaders, bind %v (%d committers), %d readers, %s loops, cache %d MiB, compression %s, GOMAXPROCS %d",
+		b.cards, b.batch, b.loaders, b.bind, b.binders, b.readers, b.duration, b.cacheMB, b.compression, runtime.GOMAXPROCS(0))
+	s, err := pebble.Open(b.dir, b.opts())
+	if err != nil {
+		return err
+	}
+	if err := b.load(ctx, s); err != nil {
+		s.Close()
+		return err
+	}
+	if b.bind {
+		if err := b.bindAll(ctx, s); err != nil {
+			s.Close()
+			return err
+		}
+	}
+	b.report("after load: %s", rss())
+	t := time.Now()
+	if err := s.Close(); err != nil {
+		return err
+	}
+	b.report("close: %s", time.Since(t).Round(time.Millisecond))
+	if err := b.disk("disk after close"); err != nil {
+		return err
+	}
+	t = time.Now()
+	s, err = pebble.Open(b.dir, b.opts())
+	if err != nil {
+		return err
+	}
+	b.report("open: %s (page cache warm)", time.Since(t).Round(time.Millisecond))
+	if err := b.disk("disk after reopen"); err != nil {
+		return err
+	}
+
+	// Raw Pebble first on the same files, then the store, so the
+	// store's run has no warmer cache than the baseline's.
+	if err := s.Close(); err != nil {
+		return err
+	}
+	raw, rawN, err := b.rawReads()
+	if err != nil {
+		return err
+	}
+	s, err = pebble.Open(b.dir, b.opts())
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	store, storeN, err := b.storeReads(ctx, s)
+	if err != nil {
+		return err
+	}
+	b.report("verifications (Card by ICCID + FindCard by IMSI, %d readers, %s):", b.readers, b.duration)
+	b.report("  store:    %8.0f/s  (%d)", store, storeN)
+	b.report("  raw Get:  %8.0f/s  (%d; 3 Gets each: card, index, card)", raw, rawN)
+	b.report("  ratio:    %.2f", store/raw)
+	b.report("point reads/s through the store (Card + FindCard each count one): %.0f", 2*store)
+	b.report("after reads: %s", rss())
+	return nil
+}
+
+// Card identities: ICCIDs in one range, IMSIs and MSISDNs scattered over
+// theirs (a multiplier coprime to 10^n is a permutation), so an index
+// lookup and its card are far apart in the key space.
+func iccid(i int) protocol.ICCID { return protocol.ICCID(fmt.Sprintf("8986031%012d", i)) }
+func imsi(i int) protocol.IMSI {
+	return protocol.IMSI(fmt.Sprintf("46003%010d", (uint64(i)*7919+13)%10_000_000_000))
+}
+func msisdn(i int) protocol.MSISDN {
+	return protocol.MSISDN(fmt.Sprintf("+86149%08d", (uint64(i)*6133+7)%100_000_000))
+}
+func imei(i int) protocol.IMEI { return protocol.IMEI(fmt.Sprintf("35693803%07d", i%10_000_000)) }
+
+// progress prints a phase's progress every 5 seconds until stop.
+func (b *bench) progress(phase string, done *atomic.Int64, total int) (stop func()) {
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		start := time.Now()
+		tick := time.NewTicker(5 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+				n := done.Load()
+				fmt.Fprintf(b.log, "%s: %d/%d (%.0f/s) %s\n", phase, n, total, float64(n)/time.Since(start).Seconds(), rss())
+			}
+		}
+	}()
+	return func() { close(quit); wg.Wait() }
+}
+
+// parallel runs f(i) for i in [0, n) in chunks of size from workers
+// goroutines; the first error stops it.
+func parallel(n, size, workers int, f func(lo, hi int) error) error {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				lo := int(next.Add(int64(size))) - size
+				if lo >= n {
+					return
+				}
+				if err := f(lo, min(lo+size, n)); err != nil {
+					once.Do(func() { first = err })
+					next.Store(int64(n))
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return first
+}
+
+func (b *bench) load(ctx context.Context, s *pebble.Store) error {
+	var done atomic.Int64
+	stop := b.progress("inventory", &done, b.cards)
+	t := time.Now()
+	err := parallel(b.cards, b.batch, b.loaders, func(lo, hi int) error {
+		items := make([]verifier.Card, 0, hi-lo)
+		for i := lo; i < hi; i++ {
+			items = append(items, verifier.Card{ICCID: iccid(i), Tenant: "acme", IMSI: imsi(i), MSISDN: msisdn(i)})
+		}
+		created, _, err := s.UpsertInventory(ctx, items)
+		if err == nil && created != len(items) {
+			err = fmt.Errorf("created %d of %d", created, len(items))
+		}
+		done.Add(int64(hi - lo))
+		return err
+	})
+	stop()
+	if err != nil {
+		return fmt.Errorf("inventory: %w", err)
+	}
+	d := time.Since(t)
+	b.report("inventory (UpsertInventory, %d per call): %d cards in %s = %.0f cards/s", b.batch, b.cards, d.Round(time.Millisecond), float64(b.cards)/d.Seconds())
+	return nil
+}
+
+func (b *bench) bindAll(ctx context.Context, s *pebble.Store) error {
+	var done atomic.Int64
+	stop := b.progress("bind", &done, b.cards)
+	t := time.Now()
+	now := time.Now().UTC()
+	err := parallel(b.cards, 64, b.binders, func(lo, hi int) error {
+		for i := lo; i < hi; i++ {
+			c, err := s.Card(ctx, iccid(i))
+			if err != nil {
+				return err
+			}
+			c.Binding = &verifier.Binding{IMEIs: []protocol.IMEI{imei(i)}, Mode: verifier.ModeBlock, AutoResume: true, Created: now, CreatedBy: "bench"}
+			c.Status = verifier.CardStatus{State: protocol.CardActive, Reason: protocol.DecisionLearned, LastIMEI: imei(i),
+				LastSource: protocol.SourceAgent, LastSeen: now, Seq: c.Status.Seq + 1}
+			err = s.Commit(ctx, &verifier.Commit{Card: c, History: &verifier.HistoryEntry{
+				ICCID: c.ICCID, Seq: c.Status.Seq, Time: now, Decision: protocol.DecisionLearned,
+				From: protocol.CardUnbound, To: protocol.CardActive,
+				Observed: verifier.Observation{Kind: verifier.ObservedBindingChange, ICCID: c.ICCID, Source: protocol.SourceAdmin, Time: now, Actor: "bench"},
+			}})
+			if err != nil {
+				return err
+			}
+			done.Add(1)
+		}
+		return nil
+	})
+	stop()
+	if err != nil {
+		return fmt.Errorf("bind: %w", err)
+	}
+	d := time.Since(t)
+	b.report("bindings (Commit: card + history entry, synced, %d committers): %d in %s = %.0f commits/s", b.binders, b.cards, d.Round(time.Millisecond), float64(b.cards)/d.Seconds())
+	return nil
+}
+
+// loop runs f from b.readers goroutines for b.duration and returns the
+// calls per second and the count.
+func (b *bench) loop(f func(r *rand.Rand) error) (float64, int64, error) {
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	deadline := time.Now().Add(b.duration)
+	start := time.Now()
+	for g := 0; g < b.readers; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(g), 42))
+			var local int64
+			for local%256 != 0 || time.Now().Before(deadline) {
+				if err := f(r); err != nil {
+					once.Do(func() { first = err })
+					break
+				}
+				local++
+			}
+			n.Add(local)
+		}()
+	}
+	wg.Wait()
+	d := time.Since(start)
+	return float64(n.Load()) / d.Seconds(), n.Load(), first
+}
+
+func (b *bench) storeReads(ctx context.Context, s *pebble.Store) (float64, int64, error) {
+	return b.loop(func(r *rand.Rand) error {
+		i := r.IntN(b.cards)
+		c, err := s.Card(ctx, iccid(i))
+		if err != nil {
+			return err
+		}
+		if b.bind && (c.Binding == nil || !c.Binding.Allows(imei(i))) {
+			return fmt.Errorf("card %s: binding %+v", c.ICCID, c.Binding)
+		}
+		j := r.IntN(b.cards)
+		c, err = s.FindCard(ctx, verifier.ByIMSI, string(imsi(j)))
+		if err != nil {
+			return err
+		}
+		if c.ICCID != iccid(j) {
+			return fmt.Errorf("IMSI %s finds %s, want %s", imsi(j), c.ICCID, iccid(j))
+		}
+		return nil
+	})
+}
+
+// rawReads runs the same lookups as raw Gets on the store's files, by
+// the key layout the pebble package documents.
+func (b *bench) rawReads() (float64, int64, error) {
+	cache := pdb.NewCache(b.cacheMB << 20)
+	defer cache.Unref()
+	po, err := pebble.PebbleOptions(b.opts(), cache)
+	if err != nil {
+		return 0, 0, err
+	}
+	db, err := pdb.Open(b.dir, po)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer db.Close()
+	var parts []string
+	for _, p := range []struct{ name, prefix string }{{"cards", "c"}, {"indexes", "i"}, {"history", "h"}} {
+		n, err := db.EstimateDiskUsage([]byte(p.prefix), []byte{p.prefix[0] + 1})
+		if err != nil {
+			return 0, 0, err
+		}
+		parts = append(parts, fmt.Sprintf("%s %s (%.1f bytes/card)", p.name, mib(int64(n)), float64(n)/float64(b.cards)))
+	}
+	b.report("tables by key prefix: %s", strings.Join(parts, ", "))
+	get := func(k []byte) (int, error) {
+		v, closer, err := db.Get(k)
+		if err != nil {
+			return 0, fmt.Errorf("get %q: %w", k, err)
+		}
+		n := len(v)
+		closer.Close()
+		return n, nil
+	}
+	return b.loop(func(r *rand.Rand) error {
+		i := r.IntN(b.cards)
+		if _, err := get(append([]byte{'c'}, iccid(i)...)); err != nil {
+			return err
+		}
+		j := r.IntN(b.cards)
+		k := append([]byte("iimsi\x00"), imsi(j)...)
+		v, closer, err := db.Get(k)
+		if err != nil {
+			return fmt.Errorf("get %q: %w", k, err)
+		}
+		ck := append([]byte{'c'}, v...)
+		closer.Close()
+		_, err = get(ck)
+		return err
+	})
+}
+
+// disk reports the disk space of the data directory, by file type.
+func (b *bench) disk(what string) error {
+	by, err := du(b.dir)
+	if err != nil {
+		return err
+	}
+	total := by[".sst"] + by[".log"] + by[""]
+	b.report("%s: %s (%.1f bytes/card; tables %s, WAL %s, other %s)", what, mib(total), float64(total)/float64(b.cards),
+		mib(by[".sst"]), mib(by[".log"]), mib(by[""]))
+	return nil
+}
+
+// du returns the disk space the files under dir use, by extension
+// (.sst tables, .log write-ahead logs, "" the rest).
+func du(dir string) (map[string]int64, error) {
+	total := map[string]int64{}
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		ext := filepath.Ext(path)
+		if ext != ".sst" && ext != ".log" {
+			ext = ""
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			total[ext] += st.Blocks * 512
+		} else {
+			total[ext] += info.Size()
+		}
+		return nil
+	})
+	return total, err
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+// rss returns the process's resident set size now and at its peak.
+func rss() string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "RSS unknown"
+	}
+	var cur, peak string
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			cur = strings.TrimSpace(v)
+		}
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			peak = strings.TrimSpace(v)
+		}
+	}
+	return fmt.Sprintf("RSS %s (peak %s)", cur, peak)
+}
