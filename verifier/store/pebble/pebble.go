@@ -175,6 +175,10 @@ func (l pebbleLogger) Fatalf(format string, args ...any) {
 	panic(fmt.Sprintf("pebble: "+format, args...))
 }
 
+// Metrics returns Pebble's metrics (levels, read amplification,
+// compaction debt, cache hits), for monitoring and benchmarks.
+func (s *Store) Metrics() *pdb.Metrics { return s.db.Metrics() }
+
 // Close flushes the memtable to tables (so the next Open has no log to
 // replay) and closes the store. Closing twice is not an error.
 func (s *Store) Close() error {

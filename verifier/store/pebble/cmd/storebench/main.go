@@ -23,6 +23,7 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -58,6 +59,7 @@ type config struct {
 	duration    time.Duration
 	cacheMB     int64
 	compression string
+	settle      time.Duration
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -75,6 +77,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	flags.DurationVar(&c.duration, "duration", 10*time.Second, "length of each verification loop")
 	flags.Int64Var(&c.cacheMB, "cache", 64, "block cache in MiB")
 	flags.StringVar(&c.compression, "compression", "balanced", "balanced, fastest, good or none")
+	flags.DurationVar(&c.settle, "settle", 30*time.Minute, "longest wait for compactions to finish before the settled reads")
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
@@ -89,6 +92,15 @@ func run(args []string, stdout, stderr io.Writer) error {
 		c.dir = d
 		if !c.keep {
 			defer os.RemoveAll(d)
+			// An interrupted run removes its data too.
+			sig := make(chan os.Signal, 1)
+			signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+			go func() {
+				<-sig
+				_ = os.RemoveAll(d)
+				fmt.Fprintln(stderr, "storebench: interrupted; removed", d)
+				os.Exit(1)
+			}()
 		}
 	}
 	b := &bench{config: c, out: stdout, log: stderr}
@@ -143,25 +155,68 @@ func (b *bench) run(ctx context.Context) error {
 		return err
 	}
 
-	// Raw Pebble first on the same files, then the store, so the
-	// store's run has no warmer cache than the baseline's.
+	// Reads while the LSM tree still digests the load, as during an
+	// import.
+	b.report("read amplification after the load: %d", s.Metrics().ReadAmp())
+	unsettled, _, err := b.storeReads(ctx, s)
+	if err != nil {
+		s.Close()
+		return err
+	}
+	b.report("verifications during compaction (store): %.0f/s", unsettled)
+
+	// Settled: no compaction has run for five seconds.
+	t = time.Now()
+	last, quiet := int64(-1), 0
+	for quiet < 5 {
+		if time.Since(t) > b.settle {
+			b.report("compactions not settled after %s", b.settle)
+			break
+		}
+		time.Sleep(time.Second)
+		m := s.Metrics()
+		if m.Compact.NumInProgress == 0 && m.Compact.Count == last {
+			quiet++
+		} else {
+			quiet = 0
+		}
+		last = m.Compact.Count
+	}
+	b.report("compactions settled in %s; read amplification %d; %s", time.Since(t).Round(time.Second), s.Metrics().ReadAmp(), rss())
+
 	if err := s.Close(); err != nil {
 		return err
 	}
-	raw, rawN, err := b.rawReads()
-	if err != nil {
+	if err := b.disk("disk settled"); err != nil {
 		return err
 	}
-	s, err = pebble.Open(b.dir, b.opts())
-	if err != nil {
+	if err := b.tableSizes(); err != nil {
 		return err
 	}
-	defer s.Close()
-	store, storeN, err := b.storeReads(ctx, s)
-	if err != nil {
-		return err
+	// Raw Pebble on the same files, then the store, twice over, so
+	// neither has the warmer cache or the quieter machine throughout.
+	var raw, store float64
+	var rawN, storeN int64
+	for range 2 {
+		r, n, err := b.rawReads()
+		if err != nil {
+			return err
+		}
+		raw, rawN = raw+r/2, rawN+n
+		s, err = pebble.Open(b.dir, b.opts())
+		if err != nil {
+			return err
+		}
+		r, n, err = b.storeReads(ctx, s)
+		if cerr := s.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+		store, storeN = store+r/2, storeN+n
 	}
-	b.report("verifications (Card by ICCID + FindCard by IMSI, %d readers, %s):", b.readers, b.duration)
+	b.report("verifications settled (Card by ICCID + FindCard by IMSI, %d readers, 2 x %s each, alternating):", b.readers, b.duration)
 	b.report("  store:    %8.0f/s  (%d)", store, storeN)
 	b.report("  raw Get:  %8.0f/s  (%d; 3 Gets each: card, index, card)", raw, rawN)
 	b.report("  ratio:    %.2f", store/raw)
@@ -345,6 +400,31 @@ func (b *bench) storeReads(ctx context.Context, s *pebble.Store) (float64, int64
 	})
 }
 
+// tableSizes reports the table space per key prefix.
+func (b *bench) tableSizes() error {
+	cache := pdb.NewCache(8 << 20)
+	defer cache.Unref()
+	po, err := pebble.PebbleOptions(b.opts(), cache)
+	if err != nil {
+		return err
+	}
+	db, err := pdb.Open(b.dir, po)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var parts []string
+	for _, p := range []struct{ name, prefix string }{{"cards", "c"}, {"indexes", "i"}, {"history", "h"}} {
+		n, err := db.EstimateDiskUsage([]byte(p.prefix), []byte{p.prefix[0] + 1})
+		if err != nil {
+			return err
+		}
+		parts = append(parts, fmt.Sprintf("%s %s (%.1f bytes/card)", p.name, mib(int64(n)), float64(n)/float64(b.cards)))
+	}
+	b.report("tables by key prefix: %s", strings.Join(parts, ", "))
+	return nil
+}
+
 // rawReads runs the same lookups as raw Gets on the store's files, by
 // the key layout the pebble package documents.
 func (b *bench) rawReads() (float64, int64, error) {
@@ -359,15 +439,6 @@ func (b *bench) rawReads() (float64, int64, error) {
 		return 0, 0, err
 	}
 	defer db.Close()
-	var parts []string
-	for _, p := range []struct{ name, prefix string }{{"cards", "c"}, {"indexes", "i"}, {"history", "h"}} {
-		n, err := db.EstimateDiskUsage([]byte(p.prefix), []byte{p.prefix[0] + 1})
-		if err != nil {
-			return 0, 0, err
-		}
-		parts = append(parts, fmt.Sprintf("%s %s (%.1f bytes/card)", p.name, mib(int64(n)), float64(n)/float64(b.cards)))
-	}
-	b.report("tables by key prefix: %s", strings.Join(parts, ", "))
 	get := func(k []byte) (int, error) {
 		v, closer, err := db.Get(k)
 		if err != nil {
