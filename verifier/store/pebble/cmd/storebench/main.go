@@ -60,6 +60,7 @@ type config struct {
 	cacheMB     int64
 	compression string
 	settle      time.Duration
+	reuse       bool
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -77,12 +78,16 @@ func run(args []string, stdout, stderr io.Writer) error {
 	flags.DurationVar(&c.duration, "duration", 10*time.Second, "length of each verification loop")
 	flags.Int64Var(&c.cacheMB, "cache", 64, "block cache in MiB")
 	flags.StringVar(&c.compression, "compression", "balanced", "balanced, fastest, good or none")
+	flags.BoolVar(&c.reuse, "reuse", false, "skip the load: measure the cards a previous -keep run left in -dir (same -cards and -bind)")
 	flags.DurationVar(&c.settle, "settle", 30*time.Minute, "longest wait for compactions to finish before the settled reads")
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
 	if c.cards <= 0 || c.batch <= 0 || c.loaders <= 0 || c.binders <= 0 || c.readers <= 0 {
 		return errors.New("-cards, -batch, -loaders, -binders and -readers must be positive")
+	}
+	if c.reuse && c.dir == "" {
+		return errors.New("-reuse needs -dir")
 	}
 	if c.dir == "" {
 		d, err := os.MkdirTemp(".", "storebench-*")
@@ -126,11 +131,16 @@ func (b *bench) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := b.load(ctx, s); err != nil {
+	if b.reuse {
+		if _, err := s.Card(ctx, iccid(b.cards-1)); err != nil {
+			s.Close()
+			return fmt.Errorf("-reuse: last card: %w", err)
+		}
+	} else if err := b.load(ctx, s); err != nil {
 		s.Close()
 		return err
 	}
-	if b.bind {
+	if b.bind && !b.reuse {
 		if err := b.bindAll(ctx, s); err != nil {
 			s.Close()
 			return err
