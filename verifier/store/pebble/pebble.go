@@ -20,8 +20,10 @@
 //
 // Every value starts with a format byte. Cards, the one record there are
 // tens of millions of, use a compact binary encoding (a field presence
-// mask, then only the fields present: about 60 bytes for a bound card
-// against about 250 as JSON); see codec.go. History entries and devices
+// mask, then only the fields present: 124 bytes for a typical bound card
+// against 397 as JSON, and about 40 bytes on disk after Pebble's block
+// compression); see codec.go. Field names are never stored, and a new
+// field is a new mask bit, so old values stay readable. History entries and devices
 // are JSON. Outbox entries are JSON after an 8-byte NotBefore, so
 // PendingOutbox passes over backed-off entries without decoding them.
 // Index values are the bare ICCID.
