@@ -290,7 +290,8 @@ func TestSwapBlocksAtNetworkAndAlerts(t *testing.T) {
 	if after := len(history(t, v, cardA)); after != before {
 		t.Errorf("history grew from %d to %d entries after forged and replayed reports", before, after)
 	}
-	want := []protocol.AlertType{protocol.AlertMismatch, protocol.AlertBlocked, protocol.AlertResumed}
+	// The module swap also flags the gateway: it enrolled with another IMEI.
+	want := []protocol.AlertType{protocol.AlertMismatch, protocol.AlertBlocked, protocol.AlertDeviceFlagged, protocol.AlertResumed}
 	if got := alerts.types(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("alerts = %v, want %v", got, want)
 	}

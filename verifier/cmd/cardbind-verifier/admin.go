@@ -1,0 +1,353 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+const adminUsage = `usage: cardbind-verifier admin [--url URL] [--token-file FILE] COMMAND ...
+
+Operator commands, over the verifier's admin API.
+
+  tenant create ID [--name NAME]          create a tenant
+  tenant list                             list tenants
+  subscriber create --tenant T [--name N] MQTT credential for T's alerts (printed once)
+  token create --tenant T [--ttl 24h]     one-time device enrolment token
+  import --file F [--format csv|ndjson] [--tenant T] [--dry-run]
+                                          import cards (and bindings) from a file
+  card ICCID                              show a card
+  bind ICCID [--imei I]... [--tac TAC] [--mode block|alert] [--grace 30s] [--no-auto-resume]
+                                          bind a card (no --imei: the device it is in now)
+  unbind ICCID                            remove a card's binding
+  block ICCID | resume ICCID              block or resume a card by hand
+  history ICCID                           a card's history
+
+--url defaults to $CARDBIND_URL or http://127.0.0.1:8080; the operator
+credential is read from --token-file (default ./data/operator-token) or
+$CARDBIND_TOKEN.
+`
+
+type adminClient struct {
+	base  string
+	token string
+	http  *http.Client
+	out   io.Writer
+	errw  io.Writer
+}
+
+func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("admin", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, adminUsage) }
+	base := fs.String("url", envOr("CARDBIND_URL", "http://127.0.0.1:8080"), "verifier HTTP address")
+	tokenFile := fs.String("token-file", filepath.Join("data", "operator-token"), "file holding the operator credential")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	token := os.Getenv("CARDBIND_TOKEN")
+	if token == "" {
+		b, err := os.ReadFile(*tokenFile)
+		if err != nil {
+			return fmt.Errorf("operator credential: %w (use --token-file or $CARDBIND_TOKEN)", err)
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	c := &adminClient{base: strings.TrimRight(*base, "/"), token: token, http: &http.Client{Timeout: 0}, out: stdout, errw: stderr}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		fs.Usage()
+		return errors.New("admin: missing command")
+	}
+	cmd, rest := rest[0], rest[1:]
+	switch cmd {
+	case "tenant":
+		return c.tenant(ctx, rest)
+	case "subscriber":
+		return c.subscriber(ctx, rest)
+	case "token":
+		return c.enrollToken(ctx, rest)
+	case "import":
+		return c.importCards(ctx, rest)
+	case "card":
+		return c.onCard(ctx, rest, http.MethodGet, "", nil)
+	case "unbind":
+		return c.onCard(ctx, rest, http.MethodDelete, "/binding", nil)
+	case "block":
+		return c.onCard(ctx, rest, http.MethodPost, "/block", nil)
+	case "resume":
+		return c.onCard(ctx, rest, http.MethodPost, "/resume", nil)
+	case "history":
+		return c.onCard(ctx, rest, http.MethodGet, "/history", nil)
+	case "bind":
+		return c.bind(ctx, rest)
+	}
+	fs.Usage()
+	return fmt.Errorf("admin: unknown command %q", cmd)
+}
+
+func (c *adminClient) tenant(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return errors.New("tenant: want create or list")
+	}
+	switch args[0] {
+	case "list":
+		return c.call(ctx, http.MethodGet, "/admin/v1/tenants", nil)
+	case "create":
+		fs := flag.NewFlagSet("tenant create", flag.ContinueOnError)
+		name := fs.String("name", "", "display name")
+		id, err := parseWithArg(fs, args[1:], "tenant id")
+		if err != nil {
+			return err
+		}
+		return c.call(ctx, http.MethodPost, "/admin/v1/tenants", map[string]string{"id": id, "name": *name})
+	}
+	return fmt.Errorf("tenant: unknown command %q", args[0])
+}
+
+func (c *adminClient) subscriber(ctx context.Context, args []string) error {
+	if len(args) == 0 || args[0] != "create" {
+		return errors.New("subscriber: want create")
+	}
+	fs := flag.NewFlagSet("subscriber create", flag.ContinueOnError)
+	tenant := fs.String("tenant", "", "tenant id (required)")
+	name := fs.String("name", "", "a short name for the credential")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if *tenant == "" {
+		return errors.New("subscriber create: --tenant is required")
+	}
+	return c.call(ctx, http.MethodPost, "/admin/v1/tenants/"+url.PathEscape(*tenant)+"/subscribers", map[string]string{"name": *name})
+}
+
+func (c *adminClient) enrollToken(ctx context.Context, args []string) error {
+	if len(args) == 0 || args[0] != "create" {
+		return errors.New("token: want create")
+	}
+	fs := flag.NewFlagSet("token create", flag.ContinueOnError)
+	tenant := fs.String("tenant", "", "tenant id (required)")
+	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token stays valid")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if *tenant == "" {
+		return errors.New("token create: --tenant is required")
+	}
+	return c.call(ctx, http.MethodPost, "/admin/v1/tenants/"+url.PathEscape(*tenant)+"/enrollment-tokens", map[string]string{"ttl": ttl.String()})
+}
+
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+func (c *adminClient) bind(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("bind", flag.ContinueOnError)
+	var imeis stringList
+	fs.Var(&imeis, "imei", "allowed IMEI (repeat for several)")
+	tac := fs.String("tac", "", "allow any device of this model (TAC prefix)")
+	mode := fs.String("mode", "block", "block or alert")
+	grace := fs.Duration("grace", 0, "how long a mismatch may last before blocking")
+	noResume := fs.Bool("no-auto-resume", false, "stay blocked when the card returns; an operator resumes it")
+	iccid, err := parseWithArg(fs, args, "ICCID")
+	if err != nil {
+		return err
+	}
+	auto := !*noResume
+	body := map[string]any{"imeis": []string(imeis), "tac": *tac, "mode": *mode, "auto_resume": auto}
+	if *grace > 0 {
+		body["grace"] = grace.String()
+	}
+	return c.call(ctx, http.MethodPut, "/admin/v1/cards/"+url.PathEscape(iccid)+"/binding", body)
+}
+
+func (c *adminClient) onCard(ctx context.Context, args []string, method, suffix string, body any) error {
+	if len(args) != 1 {
+		return errors.New("want exactly one ICCID")
+	}
+	return c.call(ctx, method, "/admin/v1/cards/"+url.PathEscape(args[0])+suffix, body)
+}
+
+// importCards streams the file up and shows progress on stderr; line
+// errors are printed, the summary goes to stdout.
+func (c *adminClient) importCards(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("import", flag.ContinueOnError)
+	file := fs.String("file", "", "CSV or NDJSON file (required; - for stdin)")
+	format := fs.String("format", "", "csv or ndjson (default: from the file name)")
+	tenant := fs.String("tenant", "", "tenant for lines without one")
+	dry := fs.Bool("dry-run", false, "print what would change and change nothing")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *file == "" {
+		return errors.New("import: --file is required")
+	}
+	var in io.Reader = os.Stdin
+	var size int64
+	if *file != "-" {
+		f, err := os.Open(*file)
+		if err != nil {
+			return fmt.Errorf("import: %w", err)
+		}
+		defer f.Close()
+		if st, err := f.Stat(); err == nil {
+			size = st.Size()
+		}
+		in = f
+	}
+	if *format == "" {
+		*format = "csv"
+		if strings.HasSuffix(*file, ".ndjson") || strings.HasSuffix(*file, ".jsonl") {
+			*format = "ndjson"
+		}
+	}
+	q := url.Values{"format": {*format}}
+	if *tenant != "" {
+		q.Set("tenant", *tenant)
+	}
+	if *dry {
+		q.Set("dry_run", "true")
+	}
+	counted := &countingReader{r: in}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/admin/v1/cards/import?"+q.Encode(), counted)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Content-Type", "text/csv")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("import: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return httpError(resp)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	var final map[string]any
+	for sc.Scan() {
+		var ev map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return fmt.Errorf("import: bad progress line: %w", err)
+		}
+		switch {
+		case ev["error"] != nil && ev["summary"] == nil:
+			fmt.Fprintf(c.errw, "\rline %v: %v\n", ev["line"], ev["error"])
+		case ev["progress"] != nil:
+			p := ev["progress"].(map[string]any)
+			bar := ""
+			if size > 0 {
+				bar = progressBar(float64(counted.n.Load()) / float64(size))
+			}
+			fmt.Fprintf(c.errw, "\r%s %v lines, %v created, %v changed, %v errors", bar, p["lines"], p["created"], p["changed"], p["errors"])
+		case ev["summary"] != nil:
+			final = ev
+		}
+	}
+	fmt.Fprintln(c.errw)
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("import: %w", err)
+	}
+	if final == nil {
+		return errors.New("import: the verifier ended without a summary")
+	}
+	out, _ := json.MarshalIndent(final["summary"], "", "  ")
+	fmt.Fprintln(c.out, string(out))
+	if e, ok := final["error"]; ok {
+		return fmt.Errorf("import: %v", e)
+	}
+	return nil
+}
+
+func progressBar(frac float64) string {
+	if frac > 1 {
+		frac = 1
+	}
+	const width = 30
+	n := int(frac * width)
+	return "[" + strings.Repeat("#", n) + strings.Repeat(".", width-n) + fmt.Sprintf("] %3.0f%%", frac*100)
+}
+
+func (c *adminClient) call(ctx context.Context, method, path string, body any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return httpError(resp)
+	}
+	var v any
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+	}
+	out, _ := json.MarshalIndent(v, "", "  ")
+	fmt.Fprintln(c.out, string(out))
+	return nil
+}
+
+func httpError(resp *http.Response) error {
+	var e struct {
+		Error string `json:"error"`
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if json.Unmarshal(b, &e) == nil && e.Error != "" {
+		return fmt.Errorf("verifier answered %s: %s", resp.Status, e.Error)
+	}
+	return fmt.Errorf("verifier answered %s: %s", resp.Status, strings.TrimSpace(string(b)))
+}
+
+// parseWithArg parses flags that may come before or after one positional
+// argument.
+func parseWithArg(fs *flag.FlagSet, args []string, what string) (string, error) {
+	if err := fs.Parse(args); err != nil {
+		return "", err
+	}
+	if fs.NArg() == 0 {
+		return "", fmt.Errorf("%s: missing %s", fs.Name(), what)
+	}
+	arg := fs.Arg(0)
+	if err := fs.Parse(fs.Args()[1:]); err != nil {
+		return "", err
+	}
+	if fs.NArg() != 0 {
+		return "", fmt.Errorf("%s: unexpected %q", fs.Name(), fs.Arg(0))
+	}
+	return arg, nil
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
