@@ -24,6 +24,11 @@ var (
 	ErrConflict = errors.New("conflict: record changed since it was read")
 	// ErrExists means a create met an existing record.
 	ErrExists = errors.New("already exists")
+	// ErrRefused marks an observation or report refused for good
+	// (malformed, forged, replayed, unknown card, another tenant's card):
+	// it is counted and logged, and the caller acknowledges it so that it
+	// is not delivered again. Errors without it are transient.
+	ErrRefused = errors.New("refused")
 )
 
 // Mode says what a binding does on a mismatch.

@@ -73,17 +73,13 @@ func New(store Store, log *slog.Logger, now func() time.Time) *Ingest {
 // Stats returns the live counters.
 func (in *Ingest) Stats() *Stats { return &in.stats }
 
-// errDrop marks a report refused for good: it is counted and logged, and
-// acknowledged so that it is not delivered again.
-var errDrop = errors.New("report refused")
-
 // HandleReport processes one report published on deviceID's report topic.
 // It returns nil when the report was applied or refused for good (and
 // counted); an error means a transient failure (the store), and the caller
 // must not acknowledge the message, so that it is delivered again.
 func (in *Ingest) HandleReport(ctx context.Context, topicDevice string, payload []byte) error {
 	err := in.handleReport(ctx, topicDevice, payload)
-	if errors.Is(err, errDrop) {
+	if errors.Is(err, verifier.ErrRefused) {
 		in.log.Warn("report refused", "device", topicDevice, "err", err)
 		return nil
 	}
@@ -94,11 +90,11 @@ func (in *Ingest) handleReport(ctx context.Context, topicDevice string, payload 
 	r, err := protocol.DecodeReport(payload)
 	if err != nil {
 		in.stats.Malformed.Add(1)
-		return fmt.Errorf("%w: %w", errDrop, err)
+		return fmt.Errorf("%w: %w", verifier.ErrRefused, err)
 	}
 	if r.DeviceID != topicDevice {
 		in.stats.TopicMismatch.Add(1)
-		return fmt.Errorf("%w: report of %s published on %s's topic", errDrop, r.DeviceID, topicDevice)
+		return fmt.Errorf("%w: report of %s published on %s's topic", verifier.ErrRefused, r.DeviceID, topicDevice)
 	}
 	for attempt := 1; ; attempt++ {
 		err := in.applyReport(ctx, r)
@@ -116,18 +112,18 @@ func (in *Ingest) applyReport(ctx context.Context, r *protocol.Report) error {
 	dev, err := in.store.Device(ctx, r.DeviceID)
 	if errors.Is(err, verifier.ErrNotFound) {
 		in.stats.UnknownDevice.Add(1)
-		return fmt.Errorf("%w: device %s is not enrolled", errDrop, r.DeviceID)
+		return fmt.Errorf("%w: device %s is not enrolled", verifier.ErrRefused, r.DeviceID)
 	}
 	if err != nil {
 		return fmt.Errorf("ingest: read device %s: %w", r.DeviceID, err)
 	}
 	if err := protocol.VerifyReport(ed25519.PublicKey(dev.PublicKey), r); err != nil {
 		in.stats.Forged.Add(1)
-		return fmt.Errorf("%w: %w", errDrop, err)
+		return fmt.Errorf("%w: %w", verifier.ErrRefused, err)
 	}
 	if err := protocol.CheckSequence(dev.LastSeq, r.Seq); err != nil {
 		in.stats.Replayed.Add(1)
-		return fmt.Errorf("%w: device %s: %w", errDrop, r.DeviceID, err)
+		return fmt.Errorf("%w: device %s: %w", verifier.ErrRefused, r.DeviceID, err)
 	}
 
 	newDev := *dev
@@ -222,7 +218,7 @@ func (in *Ingest) Observe(ctx context.Context, obs verifier.Observation, tenant 
 
 func (in *Ingest) apply(ctx context.Context, obs verifier.Observation, tenant string, dev *verifier.Device, extra []protocol.AlertType) error {
 	_, err := in.observe(ctx, obs, tenant, dev, extra)
-	if errors.Is(err, errDrop) {
+	if errors.Is(err, verifier.ErrRefused) {
 		// The observation is refused but the report itself is genuine:
 		// still record its sequence number.
 		if dev != nil {
@@ -241,12 +237,12 @@ func (in *Ingest) observe(ctx context.Context, obs verifier.Observation, tenant 
 	switch {
 	case errors.Is(err, verifier.ErrNotFound):
 		in.stats.UnknownCard.Add(1)
-		return engine.Decide(nil, obs, in.now()), fmt.Errorf("%w: card %s is not in the inventory", errDrop, obs.ICCID)
+		return engine.Decide(nil, obs, in.now()), fmt.Errorf("%w: card %s is not in the inventory", verifier.ErrRefused, obs.ICCID)
 	case err != nil:
 		return engine.Outcome{}, fmt.Errorf("ingest: read card %s: %w", obs.ICCID, err)
 	case tenant != "" && card.Tenant != tenant:
 		in.stats.CrossTenant.Add(1)
-		return engine.Outcome{}, fmt.Errorf("%w: card %s belongs to another tenant", errDrop, obs.ICCID)
+		return engine.Outcome{}, fmt.Errorf("%w: card %s belongs to another tenant", verifier.ErrRefused, obs.ICCID)
 	}
 	now := in.now()
 	out := engine.Decide(card, obs, now)

@@ -61,7 +61,13 @@ func (s *Server) apply(ctx context.Context, rec *Record, from netip.AddrPort) er
 			Kind: verifier.ObservedIn, ICCID: card.ICCID, IMEI: rec.IMEI, Source: protocol.SourceRADIUS,
 			Time: s.eventTime(rec), Ref: ref(rec, from),
 		}
-		if _, err := s.obs.Observe(ctx, obs, card.Tenant); err != nil {
+		_, err := s.obs.Observe(ctx, obs, card.Tenant)
+		if errors.Is(err, verifier.ErrRefused) {
+			s.stats.ignored.Add(1)
+			s.log.Info("radius observation refused", "iccid", card.ICCID, "err", err)
+			return nil
+		}
+		if err != nil {
 			return fmt.Errorf("radius: observe card %s in %s: %w", card.ICCID, rec.IMEI, err)
 		}
 		s.stats.observations.Add(1)
