@@ -37,6 +37,18 @@ type Options struct {
 	Metrics http.Handler
 	// BrokerURL is the MQTT address given to new alert subscribers.
 	BrokerURL string
+	// Routes are mounted beside the built-in ones: the CAMARA API, the
+	// token endpoint, the operator's client administration.
+	Routes []Route
+}
+
+// Route is a handler mounted on the API's mux.
+type Route struct {
+	// Pattern is an http.ServeMux pattern, e.g. "/iot-sim-fraud-prevention/v0.1/".
+	Pattern string
+	Handler http.Handler
+	// Operator routes require the operator credential.
+	Operator bool
 }
 
 // Handler returns the HTTP handler.
@@ -62,6 +74,13 @@ func Handler(svc *service.Service, opts Options, log *slog.Logger) http.Handler 
 	admin("POST /admin/v1/cards/{iccid}/block", a.block)
 	admin("POST /admin/v1/cards/{iccid}/resume", a.resume)
 	admin("GET /admin/v1/cards/{iccid}/history", a.history)
+	for _, r := range opts.Routes {
+		h := r.Handler
+		if r.Operator {
+			h = a.operator(h.ServeHTTP)
+		}
+		mux.Handle(r.Pattern, h)
+	}
 	return mux
 }
 

@@ -27,10 +27,13 @@ import (
 	"github.com/cardbind/cardbind/verifier"
 	"github.com/cardbind/cardbind/verifier/api"
 	"github.com/cardbind/cardbind/verifier/broker"
+	"github.com/cardbind/cardbind/verifier/camara"
 	"github.com/cardbind/cardbind/verifier/config"
 	"github.com/cardbind/cardbind/verifier/dispatch"
 	"github.com/cardbind/cardbind/verifier/enforce"
 	"github.com/cardbind/cardbind/verifier/ingest"
+	"github.com/cardbind/cardbind/verifier/oauth"
+	"github.com/cardbind/cardbind/verifier/radius"
 	"github.com/cardbind/cardbind/verifier/service"
 )
 
@@ -142,12 +145,32 @@ func Run(ctx context.Context, cfg config.Config, openStore OpenStore, log *slog.
 	}
 	defer sub.Stop()
 
-	handler := api.Handler(svc, api.Options{OperatorTokenHash: api.HashToken(opToken), BrokerURL: brokerURL(),
-		Metrics: metrics.handler(), Ready: func() error { return nil }}, log.With("part", "api"))
+	if cfg.RADIUS.Listen != "" {
+		rs, err := newRADIUS(cfg.RADIUS, store, in, log.With("part", "radius"))
+		if err != nil {
+			return err
+		}
+		metrics.radius(rs)
+		conn, err := listenUDP(cfg.RADIUS.Listen)
+		if err != nil {
+			return fmt.Errorf("radius.listen: %w", err)
+		}
+		goRun("radius", func(ctx context.Context) error { return rs.Serve(ctx, conn) })
+		log.Info("radius accounting listening", "addr", conn.LocalAddr().String(), "clients", len(cfg.RADIUS.Clients))
+	}
+
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
 		return fmt.Errorf("http.listen: %w", err)
 	}
+	var routes []api.Route
+	if !cfg.CAMARA.Disabled {
+		if routes, err = camaraRoutes(cfg, ln.Addr().String(), store, svc, log); err != nil {
+			return err
+		}
+	}
+	handler := api.Handler(svc, api.Options{OperatorTokenHash: api.HashToken(opToken), BrokerURL: brokerURL(),
+		Metrics: metrics.handler(), Ready: func() error { return nil }, Routes: routes}, log.With("part", "api"))
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() {
@@ -175,6 +198,75 @@ func Run(ctx context.Context, cfg config.Config, openStore OpenStore, log *slog.
 	defer cancel()
 	_ = srv.Shutdown(sctx)
 	return nil
+}
+
+// camaraRoutes builds the OAuth2 authorization server and the CAMARA API
+// and returns their routes: the API, the token endpoint, JWKS and
+// discovery, and the operator's client and token administration.
+func camaraRoutes(cfg config.Config, httpAddr string, store verifier.Store, svc *service.Service, log *slog.Logger) ([]api.Route, error) {
+	c := cfg.CAMARA
+	issuer := c.Issuer
+	if issuer == "" {
+		scheme := "http"
+		if cfg.HTTP.TLSCert != "" {
+			scheme = "https"
+		}
+		issuer = scheme + "://" + httpAddr
+	}
+	ocfg := oauth.Config{Issuer: issuer, DataDir: cfg.DataDir, TokenTTL: c.TokenTTL,
+		TenantExists: func(ctx context.Context, tenant string) error {
+			_, err := svc.Tenant(ctx, tenant)
+			return err
+		}}
+	if c.External.Issuer != "" {
+		ocfg.External = &oauth.ExternalConfig{Issuer: c.External.Issuer, Audience: c.External.Audience, JWKSURL: c.External.JWKSURL}
+	}
+	auth, err := oauth.NewServer(store, ocfg, log.With("part", "oauth"))
+	if err != nil {
+		return nil, fmt.Errorf("camara: %w", err)
+	}
+	h, err := camara.New(store, svc, auth, camara.Config{DisabledIdentifiers: c.DisabledIdentifiers,
+		DefaultAreaRadius: c.DefaultAreaRadius, DefaultRate: c.DefaultRate, DefaultQuota: c.DefaultQuota},
+		log.With("part", "camara"))
+	if err != nil {
+		return nil, fmt.Errorf("camara: %w", err)
+	}
+	tokens := auth.Handler()
+	admin := auth.AdminHandler()
+	return []api.Route{
+		{Pattern: camara.BasePath + "/", Handler: h},
+		{Pattern: oauth.TokenPath, Handler: tokens},
+		{Pattern: oauth.JWKSPath, Handler: tokens},
+		{Pattern: oauth.DiscoveryPath, Handler: tokens},
+		{Pattern: "/admin/v1/clients", Handler: admin, Operator: true},
+		{Pattern: "/admin/v1/clients/", Handler: admin, Operator: true},
+		{Pattern: "/admin/v1/tokens", Handler: admin, Operator: true},
+	}, nil
+}
+
+// newRADIUS returns the accounting server for the configured clients.
+func newRADIUS(c config.RADIUS, store verifier.Store, in *ingest.Ingest, log *slog.Logger) (*radius.Server, error) {
+	rc := radius.Config{Addr: c.Listen}
+	for i, cl := range c.Clients {
+		client, err := radius.ParseClient(cl.Address, cl.Secret)
+		if err != nil {
+			return nil, fmt.Errorf("config: radius.clients[%d]: %w", i, err)
+		}
+		rc.Clients = append(rc.Clients, client)
+	}
+	rs, err := radius.New(rc, store, in, log)
+	if err != nil {
+		return nil, fmt.Errorf("radius: %w", err)
+	}
+	return rs, nil
+}
+
+func listenUDP(addr string) (*net.UDPConn, error) {
+	a, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return net.ListenUDP("udp", a)
 }
 
 // authenticator adapts the service's credential check to the broker.

@@ -13,6 +13,7 @@ import (
 	"github.com/cardbind/cardbind/verifier/broker"
 	"github.com/cardbind/cardbind/verifier/dispatch"
 	"github.com/cardbind/cardbind/verifier/ingest"
+	"github.com/cardbind/cardbind/verifier/radius"
 )
 
 // metrics is the verifier's Prometheus registry (its own, not the global
@@ -79,6 +80,23 @@ func (m *metrics) dispatchers(ds ...*dispatch.Dispatcher) {
 				Help: "Outbox entries handled, by dispatcher and result.", ConstLabels: prometheus.Labels{"outbox": string(d.Kind()), "result": name}},
 				func() float64 { return float64(load()) }))
 		}
+	}
+}
+
+// radius exports the RADIUS accounting server's counters.
+func (m *metrics) radius(rs *radius.Server) {
+	counters := map[string]func(radius.Stats) uint64{
+		"received": func(s radius.Stats) uint64 { return s.Received }, "answered": func(s radius.Stats) uint64 { return s.Answered },
+		"unknown_client": func(s radius.Stats) uint64 { return s.UnknownClient }, "bad_authenticator": func(s radius.Stats) uint64 { return s.BadAuthenticator },
+		"malformed": func(s radius.Stats) uint64 { return s.Malformed }, "duplicate": func(s radius.Stats) uint64 { return s.Duplicates },
+		"unknown_card": func(s radius.Stats) uint64 { return s.UnknownCard }, "observation": func(s radius.Stats) uint64 { return s.Observations },
+		"address_update": func(s radius.Stats) uint64 { return s.AddressUpdates }, "ignored": func(s radius.Stats) uint64 { return s.Ignored },
+		"failed": func(s radius.Stats) uint64 { return s.Failed },
+	}
+	for name, get := range counters {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cardbind_radius_requests_total",
+			Help: "RADIUS accounting requests, by outcome.", ConstLabels: prometheus.Labels{"outcome": name}},
+			func() float64 { return float64(get(rs.Stats())) }))
 	}
 }
 

@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 
@@ -28,6 +30,57 @@ type Config struct {
 	Ingest  Ingest    `toml:"ingest"`
 	Log     Log       `toml:"log"`
 	Store   StoreConf `toml:"store"`
+	CAMARA  CAMARA    `toml:"camara"`
+	RADIUS  RADIUS    `toml:"radius"`
+}
+
+// CAMARA configures the CAMARA API for enterprise customers and the OAuth2
+// authorization server that issues its tokens.
+type CAMARA struct {
+	// Disabled turns the CAMARA API and the token endpoint off.
+	Disabled bool `toml:"disabled"`
+	// Issuer is the iss of issued tokens and the base of the discovery
+	// document: the verifier's public URL. Default: http(s)://http.listen.
+	Issuer string `toml:"issuer"`
+	// TokenTTL is the lifetime of client-credentials tokens.
+	TokenTTL time.Duration `toml:"token_ttl"`
+	// DefaultAreaRadius (metres) is the circle an AREALIMIT bind without
+	// limitArea restricts a card to.
+	DefaultAreaRadius int `toml:"default_area_radius_m"`
+	// DefaultRate (requests/s) and DefaultQuota (requests a day) apply to
+	// clients created without their own; 0 is unlimited.
+	DefaultRate  float64 `toml:"default_rate"`
+	DefaultQuota int64   `toml:"default_quota"`
+	// DisabledIdentifiers are device identifiers this deployment does not
+	// resolve: phoneNumber, networkAccessIdentifier, ipv4Address,
+	// ipv6Address.
+	DisabledIdentifiers []string `toml:"disabled_identifiers"`
+	// External, when its issuer is set, also accepts tokens of an
+	// external OpenID provider.
+	External ExternalIdP `toml:"external"`
+}
+
+// ExternalIdP is an external OpenID provider whose tokens are accepted.
+type ExternalIdP struct {
+	Issuer   string `toml:"issuer"`
+	Audience string `toml:"audience"`
+	JWKSURL  string `toml:"jwks_url"`
+}
+
+// RADIUS configures the RADIUS accounting listener (off unless listen is
+// set).
+type RADIUS struct {
+	// Listen is the UDP address, e.g. "0.0.0.0:1813"; empty is off.
+	Listen string `toml:"listen"`
+	// Clients are the NAS addresses (or CIDR networks) allowed to send
+	// accounting, each with its shared secret.
+	Clients []RADIUSClient `toml:"clients"`
+}
+
+// RADIUSClient is one NAS (or network of them) and its shared secret.
+type RADIUSClient struct {
+	Address string `toml:"address"`
+	Secret  string `toml:"secret"`
 }
 
 // HTTP configures the HTTP listener (admin API, enrolment, CAMARA API,
@@ -94,6 +147,7 @@ func Default() Config {
 		Ingest:  Ingest{Workers: 16},
 		Log:     Log{Level: "info", Format: "text"},
 		Store:   StoreConf{CacheMB: 64},
+		CAMARA:  CAMARA{TokenTTL: time.Hour, DefaultAreaRadius: 5000},
 	}
 }
 
@@ -176,6 +230,72 @@ func (c *Config) Validate() error {
 	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		return fmt.Errorf("config: log.format: %q: want text or json", c.Log.Format)
+	}
+	if err := c.CAMARA.validate(); err != nil {
+		return err
+	}
+	return c.RADIUS.validate()
+}
+
+func (c *CAMARA) validate() error {
+	if c.Issuer != "" {
+		if u, err := url.Parse(c.Issuer); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("config: camara.issuer: %q: want the verifier's public http(s) URL", c.Issuer)
+		}
+	}
+	if c.TokenTTL < time.Minute || c.TokenTTL > 24*time.Hour {
+		return errors.New("config: camara.token_ttl: want 1m to 24h")
+	}
+	if c.DefaultAreaRadius < 1 || c.DefaultAreaRadius > 200_000 {
+		return errors.New("config: camara.default_area_radius_m: want 1 to 200000")
+	}
+	if c.DefaultRate < 0 {
+		return errors.New("config: camara.default_rate: must not be negative")
+	}
+	if c.DefaultQuota < 0 {
+		return errors.New("config: camara.default_quota: must not be negative")
+	}
+	for _, id := range c.DisabledIdentifiers {
+		switch id {
+		case "phoneNumber", "networkAccessIdentifier", "ipv4Address", "ipv6Address":
+		default:
+			return fmt.Errorf("config: camara.disabled_identifiers: %q: want phoneNumber, networkAccessIdentifier, ipv4Address or ipv6Address", id)
+		}
+	}
+	if e := c.External; e.Issuer != "" || e.JWKSURL != "" || e.Audience != "" {
+		if e.Issuer == "" || e.JWKSURL == "" || e.Audience == "" {
+			return errors.New("config: camara.external: issuer, audience and jwks_url: set all three or none")
+		}
+		if u, err := url.Parse(e.JWKSURL); err != nil || u.Scheme != "https" || u.Host == "" {
+			return fmt.Errorf("config: camara.external.jwks_url: %q: want an https URL", e.JWKSURL)
+		}
+	}
+	return nil
+}
+
+func (r *RADIUS) validate() error {
+	if r.Listen == "" {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(r.Listen)
+	if err != nil || (host != "" && net.ParseIP(host) == nil && host != "localhost") {
+		return fmt.Errorf("config: radius.listen: %q: want host:port", r.Listen)
+	}
+	if _, err := net.LookupPort("udp", port); err != nil {
+		return fmt.Errorf("config: radius.listen: %q: bad port", r.Listen)
+	}
+	if len(r.Clients) == 0 {
+		return errors.New("config: radius.clients: at least one client (address and secret) when radius.listen is set")
+	}
+	for i, cl := range r.Clients {
+		if cl.Secret == "" {
+			return fmt.Errorf("config: radius.clients[%d].secret: required", i)
+		}
+		if _, err := netip.ParsePrefix(cl.Address); err != nil {
+			if _, err := netip.ParseAddr(cl.Address); err != nil {
+				return fmt.Errorf("config: radius.clients[%d].address: %q: want an IP address or CIDR network", i, cl.Address)
+			}
+		}
 	}
 	return nil
 }

@@ -56,6 +56,31 @@ headers = { Authorization = "Bearer x" }
 	}
 }
 
+func TestLoadCAMARAAndRADIUS(t *testing.T) {
+	c, err := Load(write(t, `
+[camara]
+issuer = "https://api.example.com"
+token_ttl = "30m"
+disabled_identifiers = ["networkAccessIdentifier"]
+[radius]
+listen = "0.0.0.0:1813"
+clients = [
+  { address = "10.20.0.0/16", secret = "pgw-secret" },
+  { address = "192.0.2.7", secret = "ggsn-secret" },
+]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.CAMARA.TokenTTL != 30*time.Minute || c.CAMARA.DefaultAreaRadius != 5000 || len(c.RADIUS.Clients) != 2 ||
+		c.RADIUS.Clients[1].Secret != "ggsn-secret" {
+		t.Errorf("loaded %+v", c)
+	}
+}
+
 func TestLoadErrors(t *testing.T) {
 	tests := map[string]string{
 		`data_dirr = "x"`:                   "unknown key data_dirr",
@@ -93,6 +118,24 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.Store.CacheMB = 1 }, "store.cache_mb"},
 		{func(c *Config) { c.Log.Level = "loud" }, "log.level"},
 		{func(c *Config) { c.Log.Format = "xml" }, "log.format"},
+		{func(c *Config) { c.CAMARA.Issuer = "api.example.com" }, "camara.issuer"},
+		{func(c *Config) { c.CAMARA.TokenTTL = time.Second }, "camara.token_ttl"},
+		{func(c *Config) { c.CAMARA.DefaultAreaRadius = 0 }, "camara.default_area_radius_m"},
+		{func(c *Config) { c.CAMARA.DefaultRate = -1 }, "camara.default_rate"},
+		{func(c *Config) { c.CAMARA.DefaultQuota = -1 }, "camara.default_quota"},
+		{func(c *Config) { c.CAMARA.DisabledIdentifiers = []string{"imei"} }, "camara.disabled_identifiers"},
+		{func(c *Config) { c.CAMARA.External.Issuer = "https://idp.example" }, "camara.external"},
+		{func(c *Config) {
+			c.CAMARA.External = ExternalIdP{Issuer: "https://idp", Audience: "a", JWKSURL: "http://idp/jwks"}
+		}, "camara.external.jwks_url"},
+		{func(c *Config) { c.RADIUS.Listen = ":1813" }, "radius.clients"},
+		{func(c *Config) { c.RADIUS.Listen = "1813" }, "radius.listen"},
+		{func(c *Config) {
+			c.RADIUS = RADIUS{Listen: ":1813", Clients: []RADIUSClient{{Address: "10.0.0.0/8"}}}
+		}, "radius.clients[0].secret"},
+		{func(c *Config) {
+			c.RADIUS = RADIUS{Listen: ":1813", Clients: []RADIUSClient{{Address: "pgw-1", Secret: "s"}}}
+		}, "radius.clients[0].address"},
 	}
 	for _, tt := range tests {
 		c := Default()

@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/cardbind/cardbind/verifier/oauth"
 )
 
 const adminUsage = `usage: cardbind-verifier admin [--url URL] [--token-file FILE] COMMAND ...
@@ -24,7 +26,13 @@ Operator commands, over the verifier's admin API.
   tenant create ID [--name NAME]          create a tenant
   tenant list                             list tenants
   subscriber create --tenant T [--name N] MQTT credential for T's alerts (printed once)
-  token create --tenant T [--ttl 24h]     one-time device enrolment token
+  enroll-token create --tenant T [--ttl 24h]
+                                          one-time device enrolment token
+  client create --tenant T [--scopes S,...] [--rate N/s] [--quota N] [--name N] [--json]
+                                          CAMARA API client (id and secret printed once)
+  client list | client delete ID          list or delete CAMARA API clients
+  token --client ID --phone-number +E164 [--scope S]... [--ttl 30s]
+                                          three-legged CAMARA token for one device
   import --file F [--format csv|ndjson] [--tenant T] [--dry-run]
                                           import cards (and bindings) from a file
   card ICCID                              show a card
@@ -76,8 +84,12 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return c.tenant(ctx, rest)
 	case "subscriber":
 		return c.subscriber(ctx, rest)
-	case "token":
+	case "enroll-token":
 		return c.enrollToken(ctx, rest)
+	case "client":
+		return c.client(ctx, rest)
+	case "token":
+		return c.deviceToken(ctx, rest)
 	case "import":
 		return c.importCards(ctx, rest)
 	case "card":
@@ -134,18 +146,101 @@ func (c *adminClient) subscriber(ctx context.Context, args []string) error {
 
 func (c *adminClient) enrollToken(ctx context.Context, args []string) error {
 	if len(args) == 0 || args[0] != "create" {
-		return errors.New("token: want create")
+		return errors.New("enroll-token: want create")
 	}
-	fs := flag.NewFlagSet("token create", flag.ContinueOnError)
+	fs := flag.NewFlagSet("enroll-token create", flag.ContinueOnError)
 	tenant := fs.String("tenant", "", "tenant id (required)")
 	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token stays valid")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
 	if *tenant == "" {
-		return errors.New("token create: --tenant is required")
+		return errors.New("enroll-token create: --tenant is required")
 	}
 	return c.call(ctx, http.MethodPost, "/admin/v1/tenants/"+url.PathEscape(*tenant)+"/enrollment-tokens", map[string]string{"ttl": ttl.String()})
+}
+
+// client manages the CAMARA API's OAuth2 clients.
+func (c *adminClient) client(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return errors.New("client: want create, list or delete")
+	}
+	switch args[0] {
+	case "list":
+		return c.call(ctx, http.MethodGet, "/admin/v1/clients", nil)
+	case "delete":
+		if len(args) != 2 {
+			return errors.New("client delete: want exactly one client id")
+		}
+		if err := c.do(ctx, http.MethodDelete, "/admin/v1/clients/"+url.PathEscape(args[1]), nil, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.out, "client %s deleted; its tokens stop working within seconds\n", args[1])
+		return nil
+	case "create":
+	default:
+		return fmt.Errorf("client: unknown command %q", args[0])
+	}
+	fs := flag.NewFlagSet("client create", flag.ContinueOnError)
+	tenant := fs.String("tenant", "", "tenant id (required)")
+	scopes := fs.String("scopes", "", "comma-separated scopes (default: all CAMARA scopes)")
+	rate := fs.String("rate", "", "request rate limit, e.g. 100/s or 6000/m (default: the verifier's)")
+	quota := fs.Int64("quota", 0, "requests a day (default: the verifier's)")
+	name := fs.String("name", "", "a name for the client")
+	asJSON := fs.Bool("json", false, "print JSON (for scripts)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if *tenant == "" {
+		return errors.New("client create: --tenant is required")
+	}
+	body := map[string]any{"tenant": *tenant, "name": *name, "quota": *quota, "scopes": oauth.DefaultScopes()}
+	if *scopes != "" {
+		body["scopes"] = strings.Split(*scopes, ",")
+	}
+	if *rate != "" {
+		r, err := oauth.ParseRate(*rate)
+		if err != nil {
+			return fmt.Errorf("client create: --rate: %w", err)
+		}
+		body["rate"] = r
+	}
+	var v oauth.ClientView
+	if err := c.do(ctx, http.MethodPost, "/admin/v1/clients", body, &v); err != nil {
+		return err
+	}
+	if *asJSON {
+		out, _ := json.MarshalIndent(v, "", "  ")
+		fmt.Fprintln(c.out, string(out))
+		return nil
+	}
+	fmt.Fprintf(c.out, "client_id:     %s\nclient_secret: %s\ntenant:        %s\nscopes:        %s\n(the secret is shown only now)\n",
+		v.ID, v.Secret, v.Tenant, strings.Join(v.Scopes, " "))
+	return nil
+}
+
+// deviceToken mints a three-legged CAMARA token naming one device.
+func (c *adminClient) deviceToken(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("token", flag.ContinueOnError)
+	client := fs.String("client", "", "client id the token is for (required)")
+	phone := fs.String("phone-number", "", "the device's phone number, E.164 with + (required)")
+	var scopes stringList
+	fs.Var(&scopes, "scope", "scope to grant (repeat; default: the client's)")
+	ttl := fs.Duration("ttl", 0, "lifetime (default: the verifier's, 5m)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *client == "" || *phone == "" {
+		return errors.New("token: --client and --phone-number are required")
+	}
+	body := map[string]any{"client_id": *client, "phone_number": *phone}
+	if len(scopes) > 0 {
+		body["scopes"] = []string(scopes)
+	}
+	if *ttl > 0 {
+		body["ttl"] = ttl.String()
+	}
+	return c.call(ctx, http.MethodPost, "/admin/v1/tokens", body)
 }
 
 type stringList []string
@@ -281,7 +376,20 @@ func progressBar(frac float64) string {
 	return "[" + strings.Repeat("#", n) + strings.Repeat(".", width-n) + fmt.Sprintf("] %3.0f%%", frac*100)
 }
 
+// call sends a request and prints the JSON answer.
 func (c *adminClient) call(ctx context.Context, method, path string, body any) error {
+	var v any
+	if err := c.do(ctx, method, path, body, &v); err != nil {
+		return err
+	}
+	out, _ := json.MarshalIndent(v, "", "  ")
+	fmt.Fprintln(c.out, string(out))
+	return nil
+}
+
+// do sends a request with a JSON body and decodes the JSON answer into
+// out (if not nil).
+func (c *adminClient) do(ctx context.Context, method, path string, body, out any) error {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -306,12 +414,12 @@ func (c *adminClient) call(ctx context.Context, method, path string, body any) e
 	if resp.StatusCode >= 300 {
 		return httpError(resp)
 	}
-	var v any
-	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+	if out == nil || resp.StatusCode == http.StatusNoContent {
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
 		return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
 	}
-	out, _ := json.MarshalIndent(v, "", "  ")
-	fmt.Fprintln(c.out, string(out))
 	return nil
 }
 
