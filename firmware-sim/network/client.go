@@ -170,6 +170,14 @@ func (c *Client) Attach(ctx context.Context, req AttachRequest) (AttachResult, e
 	return res, err
 }
 
+// AttachCard attaches a registered card in a device that runs no
+// simulated modem.
+func (c *Client) AttachCard(ctx context.Context, iccid string, d DeviceAttach) (AttachResult, error) {
+	var res AttachResult
+	_, err := c.do(ctx, http.MethodPost, "/v1/cards/"+url.PathEscape(iccid)+"/attach", nil, d, &res)
+	return res, err
+}
+
 // Detach ends a card's registration (only in imei, when not empty).
 func (c *Client) Detach(ctx context.Context, iccid, imei string) (Card, error) {
 	var card Card

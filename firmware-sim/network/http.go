@@ -66,6 +66,7 @@ func NewHandler(n *Network, log *slog.Logger) *Handler {
 	h.mux.HandleFunc("POST /v1/cards/{iccid}/block", h.idempotent(h.block))
 	h.mux.HandleFunc("POST /v1/cards/{iccid}/resume", h.idempotent(h.resume))
 	h.mux.HandleFunc("GET /v1/cards/{iccid}/watch", h.watch)
+	h.mux.HandleFunc("POST /v1/cards/{iccid}/attach", h.attachCard)
 	h.mux.HandleFunc("POST /v1/attach", h.attach)
 	h.mux.HandleFunc("POST /v1/detach", h.detach)
 	return h
@@ -250,7 +251,38 @@ func (h *Handler) attach(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, status, v)
 		return
 	}
-	h.log.Info("attach", "iccid", req.ICCID, "imei", req.IMEI, "result", res.Result, "cause", res.Cause)
+	h.log.Info("attach", "iccid", req.ICCID, "imei", req.IMEI, "result", res.Result, "cause", res.Cause,
+		"eir", res.EquipmentStatus)
+	writeJSON(w, http.StatusOK, res)
+}
+
+// DeviceAttach is the body of POST /v1/cards/{iccid}/attach: a device
+// with no simulated modem (a thief's phone, say) attaches with a card the
+// network knows, so tests can move a card into foreign equipment.
+type DeviceAttach struct {
+	IMEI string `json:"imei"`
+	Cell *Cell  `json:"cell,omitempty"`
+}
+
+func (h *Handler) attachCard(w http.ResponseWriter, r *http.Request) {
+	var req DeviceAttach
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err == nil {
+		err = decode(body, &req)
+	}
+	if err != nil {
+		status, v := errorAnswer(err)
+		writeJSON(w, status, v)
+		return
+	}
+	res, err := h.net.AttachCard(r.Context(), r.PathValue("iccid"), req)
+	if err != nil {
+		status, v := errorAnswer(err)
+		writeJSON(w, status, v)
+		return
+	}
+	h.log.Info("attach", "iccid", res.Card.ICCID, "imei", req.IMEI, "result", res.Result, "cause", res.Cause,
+		"eir", res.EquipmentStatus, "device", "foreign")
 	writeJSON(w, http.StatusOK, res)
 }
 

@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strings"
@@ -80,6 +81,9 @@ type AttachRequest struct {
 	IMSI   string `json:"imsi"`
 	MSISDN string `json:"msisdn,omitempty"`
 	IMEI   string `json:"imei"`
+	// Cell is the serving cell, when the device's modem reports one; it
+	// goes into the accounting's 3GPP-User-Location-Info.
+	Cell *Cell `json:"cell,omitempty"`
 }
 
 // AttachResult is the network's answer to an attach.
@@ -91,6 +95,9 @@ type AttachResult struct {
 	// IP is the data address when registered.
 	IP   string `json:"ip,omitempty"`
 	Card Card   `json:"card"`
+	// EquipmentStatus is the equipment identity register's answer, when
+	// the network asked one.
+	EquipmentStatus string `json:"equipmentStatus,omitempty"`
 }
 
 // Options configure a Network.
@@ -103,28 +110,45 @@ type Options struct {
 	Pool netip.Prefix
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Sessions, if set, is told when data sessions start and stop (the
+	// RADIUS accounting of a PGW: see Accounting).
+	Sessions SessionObserver
+	// EIR, if set, is asked on every attach whether the equipment may use
+	// the network with the card; BLACKLISTED refuses the attach.
+	EIR EquipmentChecker
+	// Logger logs EIR failures; nil discards.
+	Logger *slog.Logger
 }
 
 // Network is the in-memory simulated operator network. It is safe for
 // concurrent use.
 type Network struct {
-	strict bool
-	now    func() time.Time
-	pool   netip.Prefix
+	strict   bool
+	now      func() time.Time
+	pool     netip.Prefix
+	sessions SessionObserver
+	eir      EquipmentChecker
+	log      *slog.Logger
 
-	mu     sync.Mutex
-	cards  map[string]*entry
-	nextIP netip.Addr
+	mu         sync.Mutex
+	cards      map[string]*entry
+	nextIP     netip.Addr
+	sessionSeq uint64
 }
 
 type entry struct {
 	card    Card
 	changed chan struct{} // closed and replaced on every change
+	session *Session      // the data session while attached
 }
 
 // New returns an empty network.
 func New(opts Options) *Network {
-	n := &Network{strict: opts.Strict, now: opts.Now, pool: opts.Pool, cards: map[string]*entry{}}
+	n := &Network{strict: opts.Strict, now: opts.Now, pool: opts.Pool, cards: map[string]*entry{},
+		sessions: opts.Sessions, eir: opts.EIR, log: opts.Logger}
+	if n.log == nil {
+		n.log = slog.New(slog.DiscardHandler)
+	}
 	if n.now == nil {
 		n.now = time.Now
 	}
@@ -277,6 +301,7 @@ func (n *Network) Block(_ context.Context, iccid, reason string) (Card, error) {
 	e.card.Blocked = true
 	e.card.BlockReason = reason
 	e.card.Attached = false
+	n.endSession(e, EndBlocked)
 	n.touch(e)
 	return e.card, nil
 }
@@ -301,8 +326,12 @@ func (n *Network) Resume(_ context.Context, iccid string) (Card, error) {
 
 // Attach registers a card in a device. Unknown cards are provisioned on
 // the fly unless the network is strict. Blocked cards, unknown cards of a
-// strict network and cards whose IMSI does not match are denied.
-func (n *Network) Attach(_ context.Context, req AttachRequest) (AttachResult, error) {
+// strict network and cards whose IMSI does not match are denied. With an
+// EIR, the equipment is checked first, as an MME does before it asks the
+// HSS: equipment the EIR blacklists is denied whatever the card's state.
+// An attach that opens a data session (a new attachment, or the card in
+// another device) tells the SessionObserver.
+func (n *Network) Attach(ctx context.Context, req AttachRequest) (AttachResult, error) {
 	spec := CardSpec{ICCID: normalise(req.ICCID), IMSI: normalise(req.IMSI), MSISDN: strings.TrimSpace(req.MSISDN)}
 	if err := spec.validate(); err != nil {
 		return AttachResult{}, err
@@ -310,8 +339,25 @@ func (n *Network) Attach(_ context.Context, req AttachRequest) (AttachResult, er
 	if !validDigits(req.IMEI, 14, 16) {
 		return AttachResult{}, fmt.Errorf("%w: IMEI %q", ErrInvalid, req.IMEI)
 	}
+	if err := req.Cell.validate(); err != nil {
+		return AttachResult{}, err
+	}
+	var status string
+	if n.eir != nil {
+		status = n.checkEquipment(ctx, spec, req.IMEI)
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if status == EquipmentBlacklisted {
+		return n.refuseEquipment(spec, req.IMEI), nil
+	}
+	res, err := n.attach(spec, req)
+	res.EquipmentStatus = status
+	return res, err
+}
+
+// attach registers the card in req.IMEI; n.mu must be held.
+func (n *Network) attach(spec CardSpec, req AttachRequest) (AttachResult, error) {
 	e, ok := n.cards[spec.ICCID]
 	if !ok {
 		if n.strict {
@@ -329,16 +375,99 @@ func (n *Network) Attach(_ context.Context, req AttachRequest) (AttachResult, er
 		if e.card.IMEI != req.IMEI || e.card.Attached {
 			e.card.IMEI = req.IMEI
 			e.card.Attached = false
+			n.endSession(e, EndMoved)
 			n.touch(e)
 		}
 		return AttachResult{Result: ResultDenied, Cause: "card blocked", Card: e.card}, nil
 	}
 	if !e.card.Attached || e.card.IMEI != req.IMEI {
+		n.endSession(e, EndMoved)
 		e.card.Attached = true
 		e.card.IMEI = req.IMEI
+		n.startSession(e, req.Cell)
 		n.touch(e)
 	}
 	return AttachResult{Result: ResultRegistered, IP: e.card.IP, Card: e.card}, nil
+}
+
+// checkEquipment asks the EIR about the equipment with the card's
+// subscription. A failed check is logged and lets the attach go on.
+func (n *Network) checkEquipment(ctx context.Context, spec CardSpec, imei string) string {
+	q := EquipmentQuery{IMEI: imei, IMSI: spec.IMSI, MSISDN: spec.MSISDN}
+	n.mu.Lock()
+	if e, ok := n.cards[spec.ICCID]; ok && q.MSISDN == "" {
+		q.MSISDN = e.card.MSISDN
+	}
+	n.mu.Unlock()
+	status, err := n.eir.CheckEquipment(ctx, q)
+	if err != nil {
+		n.log.Warn("EIR check failed; attach goes on", "iccid", spec.ICCID, "imei", imei, "err", err)
+		return ""
+	}
+	return status
+}
+
+// refuseEquipment denies an attach the EIR blacklisted. The card is no
+// longer in the device it was attached in, if any; n.mu must be held.
+func (n *Network) refuseEquipment(spec CardSpec, imei string) AttachResult {
+	const cause = "illegal ME: equipment blacklisted by the EIR"
+	e, ok := n.cards[spec.ICCID]
+	if !ok {
+		return AttachResult{Result: ResultDenied, Cause: cause, Card: Card{ICCID: spec.ICCID},
+			EquipmentStatus: EquipmentBlacklisted}
+	}
+	if e.card.IMEI != imei || e.card.Attached {
+		e.card.IMEI = imei
+		e.card.Attached = false
+		n.endSession(e, EndMoved)
+		n.touch(e)
+	}
+	return AttachResult{Result: ResultDenied, Cause: cause, Card: e.card, EquipmentStatus: EquipmentBlacklisted}
+}
+
+// startSession opens a data session for the card as attached now; n.mu
+// must be held.
+func (n *Network) startSession(e *entry, cell *Cell) {
+	now := n.now().UTC()
+	n.sessionSeq++
+	s := &Session{
+		ID:    fmt.Sprintf("%08X%08X", uint32(now.Unix()), uint32(n.sessionSeq)),
+		ICCID: e.card.ICCID, IMSI: e.card.IMSI, MSISDN: e.card.MSISDN, IMEI: e.card.IMEI, IP: e.card.IP,
+		Started: now,
+	}
+	if cell != nil {
+		c := *cell
+		s.Cell = &c
+	}
+	e.session = s
+	if n.sessions != nil {
+		n.sessions.SessionStarted(*s)
+	}
+}
+
+// endSession closes the card's data session, if it has one; n.mu must be
+// held.
+func (n *Network) endSession(e *entry, cause EndCause) {
+	s := e.session
+	if s == nil {
+		return
+	}
+	e.session = nil
+	s.Ended, s.EndCause = n.now().UTC(), cause
+	if n.sessions != nil {
+		n.sessions.SessionStopped(*s)
+	}
+}
+
+// AttachCard attaches a registered card in a device that is not a
+// simulated modem: the card's own IMSI and MSISDN, the device's IMEI and
+// cell. It is Attach otherwise; an unknown card is ErrNotFound.
+func (n *Network) AttachCard(ctx context.Context, iccid string, d DeviceAttach) (AttachResult, error) {
+	card, err := n.Card(ctx, iccid)
+	if err != nil {
+		return AttachResult{}, err
+	}
+	return n.Attach(ctx, AttachRequest{ICCID: card.ICCID, IMSI: card.IMSI, MSISDN: card.MSISDN, IMEI: d.IMEI, Cell: d.Cell})
 }
 
 // Detach ends the card's registration. With a non-empty imei it only
@@ -353,6 +482,7 @@ func (n *Network) Detach(_ context.Context, iccid, imei string) (Card, error) {
 	}
 	if e.card.Attached && (imei == "" || imei == e.card.IMEI) {
 		e.card.Attached = false
+		n.endSession(e, EndDetach)
 		n.touch(e)
 	}
 	return e.card, nil

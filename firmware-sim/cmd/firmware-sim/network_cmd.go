@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"time"
 
 	"github.com/cardbind/cardbind/firmware-sim/network"
@@ -26,6 +27,8 @@ It serves an HTTP JSON API (see docs/firmware-sim.md):
     POST /v1/cards                     register a card
     GET  /v1/cards[?blocked=true]      list cards (also ?imsi=, ?msisdn=)
     GET  /v1/cards/{iccid}             read a card
+    POST /v1/cards/{iccid}/attach      attach the card in a device with no modem
+                                       {"imei":"...","cell":{"mcc":"460","mnc":"03","tac":6699,"eci":27446212}}
     POST /v1/cards/{iccid}/block       block (idempotent; Idempotency-Key header)
     POST /v1/cards/{iccid}/resume      resume (idempotent; Idempotency-Key header)
   device side (what simulated modems call):
@@ -33,6 +36,17 @@ It serves an HTTP JSON API (see docs/firmware-sim.md):
     POST /v1/detach                    detach
     GET  /v1/cards/{iccid}/watch?after=VERSION&wait=25s
                                        long poll: returns as soon as the card changes
+
+With --radius it sends RADIUS accounting (RFC 2866) as a PGW does: Start on
+attach (Framed-IP-Address, Calling-Station-Id, 3GPP-IMSI, 3GPP-IMEISV,
+3GPP-SGSN-MCC-MNC, 3GPP-User-Location-Info when the attach named a cell),
+Interim-Update every --interim, Stop on detach, block or move; each request
+is retransmitted every second until answered (for 30s).
+
+With --eir it asks that equipment identity register (TS 29.511 style
+GET /n5g-eir-eic/v1/equipment-status) on every attach and refuses the
+attach when the answer is BLACKLISTED. When the EIR cannot be reached the
+attach goes on (logged), as MMEs are usually configured.
 
 Flags:
 `
@@ -48,6 +62,11 @@ func runNetwork(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	strict := fs.Bool("strict", false, "deny attach of cards not registered first (default: provision them on first attach)")
 	pool := fs.String("pool", "10.64.0.0/10", "IPv4 `prefix` to assign card addresses from")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
+	radiusAddr := fs.String("radius", "", "RADIUS accounting server `host:port` to send accounting to")
+	radiusSecret := fs.String("radius-secret", "", "RADIUS shared `secret` (required with --radius)")
+	nasID := fs.String("nas-id", "firmware-sim", "NAS-Identifier of the accounting")
+	interim := fs.Duration("interim", 30*time.Second, "Interim-Update period; 0 sends none")
+	eirURL := fs.String("eir", "", "base `URL` of an equipment identity register to ask on every attach, e.g. http://127.0.0.1:8080")
 	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
@@ -63,8 +82,34 @@ func runNetwork(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	n := network.New(network.Options{Strict: *strict, Pool: prefix})
-	log.Info("simulated operator network (test double, in memory) listening", "addr", ln.Addr().String())
+	opts := network.Options{Strict: *strict, Pool: prefix, Logger: log}
+	if *eirURL != "" {
+		u, err := url.Parse(*eirURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			ln.Close()
+			return fmt.Errorf("--eir %q: want http(s)://host:port", *eirURL)
+		}
+		opts.EIR = network.NewEIRClient(*eirURL, nil)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if *radiusAddr != "" {
+		if *radiusSecret == "" {
+			ln.Close()
+			return errors.New("--radius needs --radius-secret")
+		}
+		acct, err := network.NewAccounting(ctx, network.AccountingConfig{Addr: *radiusAddr, Secret: []byte(*radiusSecret),
+			NASIdentifier: *nasID, Interim: *interim, Logger: log})
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer func() { cancel(); acct.Wait() }()
+		opts.Sessions = acct
+	}
+	n := network.New(opts)
+	log.Info("simulated operator network (test double, in memory) listening", "addr", ln.Addr().String(),
+		"radius", *radiusAddr, "eir", *eirURL)
 	return serveHTTP(ctx, ln, network.NewHandler(n, log))
 }
 

@@ -1,0 +1,110 @@
+package network
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Cell is the serving cell of an attachment: the E-UTRAN tracking area
+// and cell identity a real network reports in 3GPP-User-Location-Info.
+type Cell struct {
+	// MCC and MNC name the network (3 digits, 2 or 3 digits).
+	MCC string `json:"mcc"`
+	MNC string `json:"mnc"`
+	// TAC is the tracking area code (16 bits).
+	TAC uint16 `json:"tac"`
+	// ECI is the E-UTRAN cell identity (28 bits: eNodeB id and cell).
+	ECI uint32 `json:"eci"`
+}
+
+func (c *Cell) validate() error {
+	if c == nil {
+		return nil
+	}
+	if !validDigits(c.MCC, 3, 3) || !validDigits(c.MNC, 2, 3) {
+		return fmt.Errorf("%w: cell PLMN %q-%q: want a 3-digit MCC and a 2- or 3-digit MNC", ErrInvalid, c.MCC, c.MNC)
+	}
+	if c.ECI >= 1<<28 {
+		return fmt.Errorf("%w: cell ECI %d: over 28 bits", ErrInvalid, c.ECI)
+	}
+	return nil
+}
+
+// Session is one data session of a card: from the attach that gave it an
+// address to the detach, block or move to another device that ended it.
+type Session struct {
+	// ID is unique per session (the Acct-Session-Id of its accounting).
+	ID     string
+	ICCID  string
+	IMSI   string
+	MSISDN string
+	// IMEI is the equipment the card is attached in, as it attached.
+	IMEI string
+	// IP is the card's address for the session.
+	IP string
+	// Cell is the serving cell, when the attach named one.
+	Cell    *Cell
+	Started time.Time
+	// Ended and EndCause are set on the session given to SessionStopped.
+	Ended    time.Time
+	EndCause EndCause
+}
+
+// EndCause says why a session ended.
+type EndCause string
+
+// Session end causes.
+const (
+	EndDetach  EndCause = "detach"  // the device detached
+	EndBlocked EndCause = "blocked" // the operator blocked the card
+	EndMoved   EndCause = "moved"   // the card attached in another device
+)
+
+// SessionObserver is told when data sessions start and stop: the
+// accounting a PGW sends (see Accounting). The network calls it with its
+// lock held, in the order things happen, so its methods must return at
+// once (queue the work) and must not call the network back.
+type SessionObserver interface {
+	SessionStarted(s Session)
+	SessionStopped(s Session)
+}
+
+// Equipment statuses an equipment identity register answers (3GPP TS
+// 29.511).
+const (
+	EquipmentWhitelisted = "WHITELISTED"
+	EquipmentBlacklisted = "BLACKLISTED"
+	EquipmentGreylisted  = "GREYLISTED"
+)
+
+// EquipmentQuery is what the network asks an equipment identity register
+// on attach: the equipment, and the subscription it carries.
+type EquipmentQuery struct {
+	IMEI   string
+	IMSI   string
+	MSISDN string
+}
+
+// EquipmentChecker answers whether an equipment may use the network with
+// a subscription, like the EIR an MME or AMF asks (*EIRClient does it over
+// HTTP). The network refuses an attach answered EquipmentBlacklisted; it
+// lets the attach go on when the check fails (fail open, and logged), as
+// operators configure their MMEs when the EIR is unreachable.
+type EquipmentChecker interface {
+	CheckEquipment(ctx context.Context, q EquipmentQuery) (status string, err error)
+}
+
+// imeisv returns the IMEISV a network reports for the equipment: a
+// 16-digit IMEISV as is, else the 14 digits of TAC and serial number
+// followed by software version 01 (the IMEI's check digit is not part of
+// an IMEISV).
+func imeisv(imei string) string {
+	if len(imei) == 16 {
+		return imei
+	}
+	if len(imei) < 14 {
+		return imei
+	}
+	return imei[:14] + "01"
+}
