@@ -1,0 +1,237 @@
+// Package atmodem is the agent's modem over AT commands on a serial port:
+// an agent.Modem built from an at.Supervisor (which reopens the port with
+// backoff when the modem reboots or re-enumerates) and an identity.Reader.
+//
+// After every (re)open it runs the init commands, asks the modem who made
+// it (+CGMI/+CGMM) and turns on that vendor's SIM hot-swap indications and
+// the registration URCs (+CREG=2, +CGREG=2, +CEREG=2). SIM indications
+// (identity.IsSIMEvent), a registration that becomes or stops being denied,
+// and every reopening of the port produce an event: the agent then reads
+// the identity again at once.
+package atmodem
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cardbind/cardbind/agent/at"
+	"github.com/cardbind/cardbind/agent/identity"
+)
+
+// DefaultRadioTimeout bounds AT+CFUN=4 and AT+CFUN=1: modules take several
+// seconds to switch the radio (ModemManager gives Quectel 15 s).
+const DefaultRadioTimeout = 30 * time.Second
+
+// Config configures a Modem. Only Open is required.
+type Config struct {
+	// Open opens the port (see agent/serialport.Opener).
+	Open at.Opener
+	// Init runs after every open, before the vendor's URC enables; nil
+	// means at.DefaultInit (ATE0, ATV1, AT+CMEE=1).
+	Init []string
+	// RadioTimeout bounds the +CFUN commands of SetRadio (default
+	// DefaultRadioTimeout).
+	RadioTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the delay between attempts to reopen
+	// the port (at.Supervisor's defaults when zero).
+	MinBackoff, MaxBackoff time.Duration
+	// Options are passed to every at.Engine.
+	Options []at.Option
+	// Logger receives connection and event logs (default: discard).
+	Logger *slog.Logger
+}
+
+// Modem is an agent.Modem over AT commands. Run drives it; the other
+// methods may be called from any goroutine.
+type Modem struct {
+	cfg    Config
+	sup    *at.Supervisor
+	reader *identity.Reader
+	log    *slog.Logger
+	events chan struct{}
+
+	mu      sync.Mutex
+	up      chan struct{} // closed while the port is up and initialised
+	vendor  identity.Vendor
+	regStat map[string]identity.RegStat // last URC stat per kind (CREG, CEREG, ...)
+	openErr error                       // the last failure to open the port
+}
+
+// New returns a Modem; call Run to open the port.
+func New(cfg Config) (*Modem, error) {
+	if cfg.Open == nil {
+		return nil, errors.New("atmodem: Open is required")
+	}
+	if cfg.RadioTimeout <= 0 {
+		cfg.RadioTimeout = DefaultRadioTimeout
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m := &Modem{cfg: cfg, log: log, events: make(chan struct{}, 1), up: make(chan struct{}),
+		regStat: map[string]identity.RegStat{}}
+	opts := append([]at.Option{at.WithLogger(log), at.WithURCPrefixes(identity.URCPrefixes()...)}, cfg.Options...)
+	sup, err := at.NewSupervisor(at.SupervisorConfig{
+		Open:       m.open,
+		Init:       cfg.Init,
+		Options:    opts,
+		MinBackoff: cfg.MinBackoff,
+		MaxBackoff: cfg.MaxBackoff,
+		OnUp:       m.onUp,
+		OnDown:     m.onDown,
+		Logger:     log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("atmodem: %w", err)
+	}
+	sup.Handle("", m.onURC)
+	m.sup = sup
+	m.reader = identity.NewReader(sup, log)
+	return m, nil
+}
+
+// Run opens the port and keeps it open, reopening it after failures, until
+// ctx ends. It returns ctx's error.
+func (m *Modem) Run(ctx context.Context) error { return m.sup.Run(ctx) }
+
+// Identify reads the modem's and the SIM's identity. It fails with an
+// error wrapping at.ErrNotConnected while the port is down.
+func (m *Modem) Identify(ctx context.Context) (identity.Identity, error) {
+	id, err := m.reader.Read(ctx)
+	if err != nil {
+		return id, fmt.Errorf("atmodem: %w", err)
+	}
+	return id, nil
+}
+
+// Events receives a value whenever the identity may have changed: a SIM
+// indication, a registration that became or stopped being denied, the port
+// reopened. Events that arrive while one is pending are merged into it.
+func (m *Modem) Events() <-chan struct{} { return m.events }
+
+// SetRadio takes the radio down (AT+CFUN=4: RF off, the SIM stays
+// readable) or brings it up (AT+CFUN=1), with the long radio timeout.
+func (m *Modem) SetRadio(ctx context.Context, on bool) error {
+	cmd := "AT+CFUN=4"
+	if on {
+		cmd = "AT+CFUN=1"
+	}
+	if _, err := m.sup.Command(ctx, cmd, at.CommandTimeout(m.cfg.RadioTimeout)); err != nil {
+		return fmt.Errorf("atmodem: radio on=%v: %w", on, err)
+	}
+	return nil
+}
+
+// Up returns a channel that is closed once the port is open and
+// initialised; a new one is returned after the port went down.
+func (m *Modem) Up() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.up
+}
+
+// Vendor returns the vendor found at the last (re)open, or "" before the
+// first.
+func (m *Modem) Vendor() identity.Vendor {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.vendor
+}
+
+// LastOpenError returns why the port last failed to open, or nil.
+func (m *Modem) LastOpenError() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.openErr
+}
+
+func (m *Modem) open(ctx context.Context) (io.ReadWriteCloser, error) {
+	p, err := m.cfg.Open(ctx)
+	m.mu.Lock()
+	m.openErr = err
+	m.mu.Unlock()
+	return p, err
+}
+
+// onUp asks who made the modem and turns on that vendor's indications.
+// Their failure is not fatal: the periodic poll still catches changes.
+func (m *Modem) onUp(ctx context.Context, e *at.Engine) {
+	var manufacturer, model string
+	if r, err := e.Command(ctx, "AT+CGMI"); err == nil {
+		manufacturer = identity.CleanInfo(r.Lines)
+	}
+	if r, err := e.Command(ctx, "AT+CGMM"); err == nil {
+		model = identity.CleanInfo(r.Lines)
+	}
+	vendor := identity.VendorOf(manufacturer, model)
+	for _, cmd := range vendor.URCEnables() {
+		if _, err := e.Command(ctx, cmd); err != nil {
+			m.log.Warn("modem refused an indication enable", "cmd", cmd, "err", err)
+		}
+	}
+	m.mu.Lock()
+	m.vendor = vendor
+	clear(m.regStat)
+	select {
+	case <-m.up:
+	default:
+		close(m.up)
+	}
+	m.mu.Unlock()
+	m.log.Info("modem ready", "vendor", vendor, "manufacturer", manufacturer, "model", model)
+	m.notify("port up")
+}
+
+func (m *Modem) onDown(err error) {
+	m.mu.Lock()
+	select {
+	case <-m.up:
+		m.up = make(chan struct{})
+	default:
+	}
+	m.mu.Unlock()
+	m.log.Warn("modem port lost", "err", err)
+}
+
+// onURC runs on the engine's dispatcher for every unsolicited line.
+func (m *Modem) onURC(line string) {
+	switch identity.ClassifyURC(line) {
+	case identity.EventSIM, identity.EventBoot:
+		m.notify(line)
+	case identity.EventRegistration:
+		if m.deniedChanged(line) {
+			m.notify(line)
+		}
+	}
+}
+
+// deniedChanged records a registration URC and reports whether it turned
+// "registration denied" on or off for its domain.
+func (m *Modem) deniedChanged(line string) bool {
+	reg, err := identity.ParseRegistration(line)
+	if err != nil {
+		m.log.Debug("unparsable registration URC", "line", line, "err", err)
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	prev, seen := m.regStat[reg.Kind]
+	m.regStat[reg.Kind] = reg.Stat
+	was := seen && prev == identity.RegDenied
+	return was != (reg.Stat == identity.RegDenied)
+}
+
+func (m *Modem) notify(why string) {
+	m.log.Debug("modem event", "why", strings.TrimSpace(why))
+	select {
+	case m.events <- struct{}{}:
+	default:
+	}
+}
