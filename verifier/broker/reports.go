@@ -74,6 +74,15 @@ func (b *Broker) ensureReportConsumer(ctx context.Context) error {
 // between them like a queue group. h runs on one goroutine per
 // subscription; a slow handler should hand reports on and ack later.
 // QoS 0 reports are not stored by nats-server and never arrive here.
+//
+// It first resets the consumer to its ack floor. Reports handed out
+// before a crash and never acked would otherwise come again only after
+// the ack wait, behind the same device's later reports, which the
+// verifier would then refuse as replays: after the reset they come again
+// at once and in stream order, ahead of later ones. Reports acked above
+// the floor come again too and are refused as already seen. With
+// several replicas on one consumer, subscribe them before traffic starts
+// or accept those repeats.
 func (b *Broker) SubscribeReports(ctx context.Context, h ReportHandler) (*Subscription, error) {
 	if h == nil {
 		return nil, errors.New("broker: subscribe reports: nil handler")
@@ -81,6 +90,9 @@ func (b *Broker) SubscribeReports(ctx context.Context, h ReportHandler) (*Subscr
 	_, js, _, err := b.conn()
 	if err != nil {
 		return nil, fmt.Errorf("broker: subscribe reports: %w", err)
+	}
+	if _, err := js.ResetConsumer(ctx, mqttMsgsStream, b.cfg.ReportConsumer); err != nil {
+		return nil, fmt.Errorf("broker: subscribe reports: reset to the ack floor: %w", err)
 	}
 	cons, err := js.Consumer(ctx, mqttMsgsStream, b.cfg.ReportConsumer)
 	if err != nil {
