@@ -64,6 +64,7 @@ type Agent struct {
 	now   func() time.Time
 
 	commands chan *protocol.Command
+	settings chan Settings
 	mu       sync.Mutex
 	acks     []string // command ids done, for the next report
 	radioOff bool     // the verifier asked for the radio to stay down
@@ -87,7 +88,34 @@ func New(cfg Config, modem Modem, seq Sequencer, box *outbox.Outbox, kick func()
 		cfg.Poll = 30 * time.Second
 	}
 	return &Agent{cfg: cfg, modem: modem, seq: seq, box: box, kick: kick, log: log, now: now,
-		commands: make(chan *protocol.Command, 8), inFlight: map[uint64]reportMeta{}}
+		commands: make(chan *protocol.Command, 8), settings: make(chan Settings, 1), inFlight: map[uint64]reportMeta{}}
+}
+
+// Settings are the parts of Config that Reconfigure changes while the
+// agent runs (on SIGHUP).
+type Settings struct {
+	Heartbeat  time.Duration
+	Poll       time.Duration
+	AllowRadio bool
+}
+
+// Reconfigure applies new settings to the running agent; durations of 0
+// keep the current ones. The latest call wins.
+func (a *Agent) Reconfigure(s Settings) {
+	a.mu.Lock()
+	a.cfg.AllowRadio = s.AllowRadio
+	a.mu.Unlock()
+	for {
+		select {
+		case a.settings <- s:
+			return
+		default:
+		}
+		select {
+		case <-a.settings: // replace a pending older one
+		default:
+		}
+	}
 }
 
 // Run watches the modem and reports until ctx ends.
@@ -160,6 +188,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-heartbeat.C:
 			reason = protocol.ReasonHeartbeat
 			read(true)
+		case s := <-a.settings:
+			if s.Heartbeat > 0 && s.Heartbeat != a.cfg.Heartbeat {
+				a.cfg.Heartbeat = s.Heartbeat
+				heartbeat.Reset(s.Heartbeat)
+			}
+			if s.Poll > 0 && s.Poll != a.cfg.Poll {
+				a.cfg.Poll = s.Poll
+				poll.Reset(s.Poll)
+			}
+			a.log.Info("settings applied", "heartbeat", a.cfg.Heartbeat, "poll", a.cfg.Poll, "allow_radio", s.AllowRadio)
 		case cmd := <-a.commands:
 			if a.execute(ctx, cmd) {
 				reason = protocol.ReasonRequested
@@ -201,7 +239,10 @@ func (a *Agent) HandleCommand(payload []byte) {
 func (a *Agent) execute(ctx context.Context, c *protocol.Command) bool {
 	switch c.Kind {
 	case protocol.CommandRadioOff, protocol.CommandRadioOn:
-		if !a.cfg.AllowRadio {
+		a.mu.Lock()
+		allowed := a.cfg.AllowRadio
+		a.mu.Unlock()
+		if !allowed {
 			a.log.Warn("radio command refused: not allowed by configuration", "id", c.ID, "kind", c.Kind)
 			return false
 		}

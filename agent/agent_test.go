@@ -192,6 +192,21 @@ func TestPollCatchesSilentModems(t *testing.T) {
 	}
 }
 
+// Reconfigure (SIGHUP) changes the heartbeat of a running agent.
+func TestReconfigureHeartbeat(t *testing.T) {
+	h := start(t, Config{Poll: time.Hour, Heartbeat: time.Hour})
+	h.waitReports(1)
+	time.Sleep(50 * time.Millisecond)
+	if n := len(h.reports()); n != 1 {
+		t.Fatalf("%d reports before the heartbeat was shortened", n)
+	}
+	h.agent.Reconfigure(Settings{Heartbeat: 30 * time.Millisecond})
+	rs := h.waitReports(3)
+	if rs[1].Reason != protocol.ReasonHeartbeat {
+		t.Errorf("reason after reconfigure: %s", rs[1].Reason)
+	}
+}
+
 func TestHeartbeat(t *testing.T) {
 	h := start(t, Config{Poll: time.Hour, Heartbeat: 30 * time.Millisecond})
 	rs := h.waitReports(3)
