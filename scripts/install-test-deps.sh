@@ -7,6 +7,7 @@ set -euo pipefail
 declare -A need=(
 	[mosquitto_sub]=mosquitto-clients
 	[radclient]=freeradius-utils
+	[dbus-daemon]=dbus-daemon
 )
 
 missing=()
