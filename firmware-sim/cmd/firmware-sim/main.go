@@ -3,6 +3,7 @@
 //
 //	firmware-sim modem   --personality quectel --imei ... --link ./ttyQ [--control ADDR] [--network URL]
 //	firmware-sim network --listen 127.0.0.1:7000
+//	firmware-sim sink    --listen 127.0.0.1:8443 --cert sink-cert.pem --token T
 //
 // Each subcommand's --help explains it.
 package main
@@ -24,6 +25,7 @@ const usage = `firmware-sim: simulated cellular modems and operator network for 
 Usage:
   firmware-sim modem   [flags]   a modem on a pseudo-terminal, answering AT commands
   firmware-sim network [flags]   an in-memory operator network (test double)
+  firmware-sim sink    [flags]   a customer's HTTPS CloudEvents webhook endpoint
 
 Run "firmware-sim <command> --help" for the flags of a command.
 `
@@ -55,6 +57,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runModem(ctx, args[1:], stdout, stderr)
 	case "network":
 		return runNetwork(ctx, args[1:], stdout, stderr)
+	case "sink":
+		return runSink(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
