@@ -1,0 +1,141 @@
+// Package packaging holds the files that install cardbind-agent on a
+// gateway: the systemd unit, the sysusers file, the OpenWrt procd script
+// and the example configuration. The tests keep them consistent with the
+// agent's configuration keys and with each other.
+package packaging
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cardbind/cardbind/agent/config"
+)
+
+// unitDirectives returns the unit's "Key=value" lines, keyed by Key.
+func unitDirectives(t *testing.T) map[string][]string {
+	t.Helper()
+	f, err := os.Open("cardbind-agent.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out := map[string][]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' || line[0] == '[' {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			t.Fatalf("unit line %q is not Key=value", line)
+		}
+		out[k] = append(out[k], v)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestExampleConfig: the example loads and validates with the agent's own
+// configuration code, and its state directory is the one the unit lets
+// the agent write.
+func TestExampleConfig(t *testing.T) {
+	cfg, err := config.Load("agent.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	u := unitDirectives(t)
+	rw := u["ReadWritePaths"]
+	if len(rw) != 1 || rw[0] != cfg.StateDir {
+		t.Errorf("unit ReadWritePaths = %v, example state_dir = %q", rw, cfg.StateDir)
+	}
+	if sd := u["StateDirectory"]; len(sd) != 1 || "/var/lib/"+sd[0] != cfg.StateDir {
+		t.Errorf("unit StateDirectory = %v, example state_dir = %q", sd, cfg.StateDir)
+	}
+	// Every key the agent knows is shown in the example, so the example
+	// documents them all; a key added to agent/config fails here.
+	def := config.Default()
+	if cfg.Modem.Port != def.Modem.Port || cfg.Report.Heartbeat != def.Report.Heartbeat || cfg.Outbox.Limit != def.Outbox.Limit {
+		t.Errorf("example shows other values than the defaults it claims: %+v", cfg)
+	}
+}
+
+// TestUnitHardening checks the settings issue 4 asks for, so an edit that
+// drops one fails.
+func TestUnitHardening(t *testing.T) {
+	u := unitDirectives(t)
+	want := map[string]string{
+		"User":                    "cardbind",
+		"SupplementaryGroups":     "dialout",
+		"Restart":                 "always",
+		"Wants":                   "network-online.target",
+		"ProtectSystem":           "strict",
+		"NoNewPrivileges":         "yes",
+		"PrivateTmp":              "yes",
+		"ProtectHome":             "yes",
+		"CapabilityBoundingSet":   "",
+		"StartLimitIntervalSec":   "0",
+		"RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
+	}
+	for k, v := range want {
+		if got := u[k]; len(got) != 1 || got[0] != v {
+			t.Errorf("%s = %v, want %q", k, got, v)
+		}
+	}
+	if after := strings.Join(u["After"], " "); !strings.Contains(after, "network-online.target") {
+		t.Errorf("After = %q, want network-online.target in it", after)
+	}
+	if es := strings.Join(u["ExecStart"], ""); !strings.Contains(es, " run --config /etc/cardbind/agent.toml") {
+		t.Errorf("ExecStart = %q", es)
+	}
+}
+
+// TestUnitVerifies runs systemd-analyze verify on the unit when systemd is
+// installed, with a stand-in executable (verify checks that it exists).
+func TestUnitVerifies(t *testing.T) {
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		t.Skip("systemd-analyze not installed")
+	}
+	dir := t.TempDir()
+	unit, err := os.ReadFile("cardbind-agent.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "cardbind-agent")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	unit = []byte(strings.ReplaceAll(string(unit), "/usr/local/bin/cardbind-agent", bin))
+	path := filepath.Join(dir, "cardbind-agent.service")
+	if err := os.WriteFile(path, unit, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("systemd-analyze", "verify", "--man=no", path).CombinedOutput()
+	// Lines about units other than ours come from the host's own units.
+	var ours []string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if strings.Contains(line, "cardbind-agent") {
+			ours = append(ours, line)
+		}
+	}
+	if err != nil || len(ours) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, strings.Join(ours, "\n"))
+	}
+}
+
+// TestInitScriptSyntax checks the procd script with sh -n.
+func TestInitScriptSyntax(t *testing.T) {
+	out, err := exec.Command("sh", "-n", "cardbind-agent.init").CombinedOutput()
+	if err != nil {
+		t.Fatalf("sh -n: %v\n%s", err, out)
+	}
+}
