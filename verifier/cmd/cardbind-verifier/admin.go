@@ -41,6 +41,7 @@ Operator commands, over the verifier's admin API.
   unbind ICCID                            remove a card's binding
   block ICCID | resume ICCID              block or resume a card by hand
   history ICCID                           a card's history
+  alerts --tenant T [--client-id ID]      watch T's alerts over MQTT, one line each
 
 --url defaults to $CARDBIND_URL or http://127.0.0.1:8080; the operator
 credential is read from --token-file (default ./data/operator-token) or
@@ -90,6 +91,8 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return c.client(ctx, rest)
 	case "token":
 		return c.deviceToken(ctx, rest)
+	case "alerts":
+		return c.alerts(ctx, rest)
 	case "import":
 		return c.importCards(ctx, rest)
 	case "card":
