@@ -58,25 +58,34 @@ type AccountingStats struct {
 // Accounting sends RADIUS Accounting-Requests for the network's data
 // sessions: Start when a card attaches (with the address the network
 // assigned it), Interim-Update every Interim while it stays attached, and
-// Stop when it detaches, is blocked or attaches elsewhere. Each session
-// has its own goroutine, so the requests of one session go out in order
-// and a slow server delays nobody else. Each request is retransmitted,
-// unchanged, until an authentic Accounting-Response arrives or GiveUp
-// passes. It implements SessionObserver; give it to Options.Sessions.
+// Stop when it detaches, is blocked or attaches elsewhere. Each card has
+// its own queue and goroutine, as a PGW handles one subscriber's sessions
+// in order: the Stop of a card's session in one device is answered before
+// the Start of its session in the next one goes out, and a slow server
+// delays no other card. Each request is retransmitted, unchanged, until an
+// authentic Accounting-Response arrives or GiveUp passes. It implements
+// SessionObserver; give it to Options.Sessions.
 type Accounting struct {
 	cfg   AccountingConfig
 	log   *slog.Logger
 	ctx   context.Context
 	stats AccountingStats
 
-	mu       sync.Mutex
-	sessions map[string]*acctSession
-	wg       sync.WaitGroup
+	mu    sync.Mutex
+	cards map[string]*cardQueue
+	wg    sync.WaitGroup
 }
 
-type acctSession struct {
-	s    Session
-	stop chan Session // receives the ended session once
+// cardQueue holds one card's accounting events not yet sent.
+type cardQueue struct {
+	mu     sync.Mutex
+	events []acctEvent
+	wake   chan struct{} // capacity 1: events were added
+}
+
+type acctEvent struct {
+	s     Session
+	start bool // Start, else Stop
 }
 
 var _ SessionObserver = (*Accounting)(nil)
@@ -106,55 +115,91 @@ func NewAccounting(ctx context.Context, cfg AccountingConfig) (*Accounting, erro
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Accounting{cfg: cfg, log: log, ctx: ctx, sessions: map[string]*acctSession{}}, nil
+	return &Accounting{cfg: cfg, log: log, ctx: ctx, cards: map[string]*cardQueue{}}, nil
 }
 
 // Stats returns the live counters.
 func (a *Accounting) Stats() *AccountingStats { return &a.stats }
 
-// Wait waits for the session goroutines, which end when the context given
-// to NewAccounting ends.
+// Wait waits for the card goroutines, which end when the context given to
+// NewAccounting ends.
 func (a *Accounting) Wait() { a.wg.Wait() }
 
-// SessionStarted starts the session's accounting: Start now, then
-// Interim-Updates.
-func (a *Accounting) SessionStarted(s Session) {
-	as := &acctSession{s: s, stop: make(chan Session, 1)}
-	a.mu.Lock()
-	a.sessions[s.ID] = as
-	a.mu.Unlock()
-	a.wg.Go(func() { a.run(as) })
-}
+// SessionStarted queues the session's Start; Interim-Updates follow.
+func (a *Accounting) SessionStarted(s Session) { a.enqueue(acctEvent{s: s, start: true}) }
 
-// SessionStopped sends the session's Stop, after its earlier requests.
-func (a *Accounting) SessionStopped(s Session) {
+// SessionStopped queues the session's Stop, after the card's earlier
+// requests.
+func (a *Accounting) SessionStopped(s Session) { a.enqueue(acctEvent{s: s}) }
+
+func (a *Accounting) enqueue(e acctEvent) {
 	a.mu.Lock()
-	as, ok := a.sessions[s.ID]
-	delete(a.sessions, s.ID)
+	q, ok := a.cards[e.s.ICCID]
+	if !ok {
+		q = &cardQueue{wake: make(chan struct{}, 1)}
+		a.cards[e.s.ICCID] = q
+		a.wg.Go(func() { a.run(q) })
+	}
 	a.mu.Unlock()
-	if ok {
-		as.stop <- s
+	q.mu.Lock()
+	q.events = append(q.events, e)
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
 	}
 }
 
-func (a *Accounting) run(as *acctSession) {
+// run sends one card's requests in order until the context ends.
+func (a *Accounting) run(q *cardQueue) {
 	ctx := a.ctx
-	a.send(ctx, &as.s, rfc2866.AcctStatusType_Value_Start)
+	var open *Session // the session Interim-Updates are for
 	var tick <-chan time.Time
-	if a.cfg.Interim > 0 {
-		t := time.NewTicker(a.cfg.Interim)
-		defer t.Stop()
-		tick = t.C
-	}
+	var ticker *time.Ticker
+	defer func() {
+		if ticker != nil {
+			ticker.Stop()
+		}
+	}()
 	for {
+		q.mu.Lock()
+		var e *acctEvent
+		if len(q.events) > 0 {
+			e = &q.events[0]
+			q.events = q.events[1:]
+		}
+		q.mu.Unlock()
+		if e != nil {
+			if e.start {
+				a.send(ctx, &e.s, rfc2866.AcctStatusType_Value_Start)
+				s := e.s
+				open = &s
+				if a.cfg.Interim > 0 {
+					if ticker != nil {
+						ticker.Stop()
+					}
+					ticker = time.NewTicker(a.cfg.Interim)
+					tick = ticker.C
+				}
+			} else {
+				a.send(ctx, &e.s, rfc2866.AcctStatusType_Value_Stop)
+				if open != nil && open.ID == e.s.ID {
+					open, tick = nil, nil
+				}
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			continue
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case s := <-as.stop:
-			a.send(ctx, &s, rfc2866.AcctStatusType_Value_Stop)
-			return
+		case <-q.wake:
 		case <-tick:
-			a.send(ctx, &as.s, rfc2866.AcctStatusType_Value_InterimUpdate)
+			if open != nil {
+				a.send(ctx, open, rfc2866.AcctStatusType_Value_InterimUpdate)
+			}
 		}
 	}
 }

@@ -352,3 +352,37 @@ func TestIMEISV(t *testing.T) {
 		}
 	}
 }
+
+// A card's requests go out in order, each after the previous one was
+// answered: the Stop of its session in one device comes before the Start
+// in the next, even when the Stop needs retransmitting.
+func TestAccountingOrderPerCard(t *testing.T) {
+	srv := newAcctServer(t, 0)
+	acct := newAccounting(t, srv.addr(), AccountingConfig{Retry: 100 * time.Millisecond})
+	n := New(Options{Sessions: acct})
+	ctx := t.Context()
+	a, b := imei(1), imei(2)
+	if _, err := n.Attach(ctx, AttachRequest{ICCID: iccid(1), IMSI: imsi(1), IMEI: a}); err != nil {
+		t.Fatal(err)
+	}
+	srv.next(t) // Start in A
+	srv.mu.Lock()
+	srv.drop = 1 // the Stop in A is lost once
+	srv.mu.Unlock()
+	for _, m := range []string{b, a} {
+		if _, err := n.Attach(ctx, AttachRequest{ICCID: iccid(1), IMSI: imsi(1), IMEI: m}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{"Stop " + a, "Start " + b, "Stop " + b, "Start " + a}
+	for _, w := range want {
+		p := srv.next(t)
+		got := status(p).String() + " " + string(vsas(t, p)[vsaIMEISV])[:14]
+		if got != w[:len(w)-1] {
+			t.Fatalf("got %s, want %s", got, w[:len(w)-1])
+		}
+	}
+	if acct.Stats().Retransmits.Load() != 1 {
+		t.Errorf("Retransmits = %d, want 1", acct.Stats().Retransmits.Load())
+	}
+}
