@@ -195,6 +195,9 @@ type OutboxKind string
 const (
 	OutboxEnforce OutboxKind = "enforce" // Payload is an EnforceTask
 	OutboxAlert   OutboxKind = "alert"   // Payload is a protocol.Alert
+	// OutboxWebhook entries are CloudEvents for CAMARA subscription sinks;
+	// package webhook writes and delivers them.
+	OutboxWebhook OutboxKind = "webhook"
 )
 
 // OutboxEntry is work a dispatcher must do after a decision is durable:

@@ -1,0 +1,300 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cardbind/cardbind/verifier"
+	"github.com/cardbind/cardbind/verifier/dispatch"
+)
+
+// scanAll is a "now" after every NotBefore: the deliverer reads entries
+// that are not due yet too, because a subscription's later events must
+// wait behind an earlier one being retried.
+var scanAll = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// batch is how many outbox entries one round reads.
+const batch = 4096
+
+// errGone is a sink's 410 answer: the subscription ends.
+var errGone = errors.New("sink answered 410 Gone")
+
+// Run delivers queued events and ends expired subscriptions until ctx
+// ends. Each subscription's events are delivered one at a time in the
+// order they were queued; a failed event is retried with exponential
+// backoff and holds back the events behind it.
+func (n *Notifier) Run(ctx context.Context) error {
+	sem := make(chan struct{}, n.cfg.Workers)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	var mu sync.Mutex
+	busy := map[string]bool{} // subscriptions being delivered to
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	nextSweep := time.Time{}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+		case <-n.wake:
+		}
+		if now := n.now(); !now.Before(nextSweep) {
+			if err := n.sweep(ctx); err != nil && ctx.Err() == nil {
+				n.log.Error("webhook: sweep expired subscriptions", "err", err)
+			}
+			nextSweep = now.Add(n.cfg.Sweep)
+		}
+		next, err := n.round(ctx, sem, &wg, &mu, busy)
+		if err != nil && ctx.Err() == nil {
+			n.log.Error("webhook: read outbox", "err", err)
+		}
+		wait := min(n.cfg.Poll, n.cfg.Sweep)
+		if !next.IsZero() {
+			wait = min(wait, max(0, next.Sub(n.now())))
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(wait)
+	}
+}
+
+// round reads the outbox, groups entries by subscription and starts a
+// worker for each subscription whose first entry is due and that no
+// worker serves now. It returns the earliest NotBefore it saw in the future.
+func (n *Notifier) round(ctx context.Context, sem chan struct{}, wg *sync.WaitGroup, mu *sync.Mutex, busy map[string]bool) (time.Time, error) {
+	entries, err := n.store.PendingOutbox(ctx, verifier.OutboxWebhook, scanAll, batch)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("webhook: pending: %w", err)
+	}
+	now := n.now()
+	var order []string
+	groups := map[string][]queued{}
+	for _, e := range entries {
+		var d delivery
+		if err := json.Unmarshal(e.Payload, &d); err != nil || d.Subscription == "" {
+			n.log.Error("webhook: undecodable entry dropped", "id", e.ID, "err", err)
+			_ = n.store.CompleteOutbox(ctx, e.ID)
+			n.stats.Dropped.Add(1)
+			continue
+		}
+		if _, ok := groups[d.Subscription]; !ok {
+			order = append(order, d.Subscription)
+		}
+		groups[d.Subscription] = append(groups[d.Subscription], queued{e, d})
+	}
+	var next time.Time
+	for _, sub := range order {
+		g := groups[sub]
+		if nb := g[0].e.NotBefore; nb.After(now) {
+			if next.IsZero() || nb.Before(next) {
+				next = nb
+			}
+			continue
+		}
+		mu.Lock()
+		if busy[sub] {
+			mu.Unlock()
+			continue
+		}
+		busy[sub] = true
+		mu.Unlock()
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			mu.Lock()
+			delete(busy, sub)
+			mu.Unlock()
+			return next, nil
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			n.deliverAll(ctx, g)
+			mu.Lock()
+			delete(busy, sub)
+			mu.Unlock()
+			n.Wake()
+		}()
+	}
+	return next, nil
+}
+
+type queued struct {
+	e verifier.OutboxEntry
+	d delivery
+}
+
+// deliverAll delivers one subscription's entries in order, stopping at
+// the first that fails.
+func (n *Notifier) deliverAll(ctx context.Context, g []queued) {
+	for _, q := range g {
+		if ctx.Err() != nil || q.e.NotBefore.After(n.now()) {
+			return
+		}
+		err := n.send(ctx, q.d)
+		switch {
+		case err == nil:
+			if cerr := n.store.CompleteOutbox(ctx, q.e.ID); cerr != nil {
+				n.log.Error("webhook: complete entry", "id", q.e.ID, "err", cerr)
+				return
+			}
+			n.stats.Delivered.Add(1)
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, errGone):
+			n.gone(ctx, q)
+			return
+		case n.now().Sub(q.e.Created) > n.cfg.MaxAge:
+			n.log.Error("webhook: event dropped after retrying too long", "id", q.e.ID,
+				"subscription", q.d.Subscription, "attempts", q.e.Attempts+1, "err", err)
+			if cerr := n.store.CompleteOutbox(ctx, q.e.ID); cerr != nil {
+				n.log.Error("webhook: drop entry", "id", q.e.ID, "err", cerr)
+				return
+			}
+			n.stats.Dropped.Add(1)
+		default:
+			q.e.Attempts++
+			delay := dispatch.Backoff(q.e.Attempts, n.cfg.MinBackoff, n.cfg.MaxBackoff)
+			q.e.NotBefore = n.now().Add(delay)
+			n.log.Warn("webhook: delivery failed; will retry", "id", q.e.ID, "subscription", q.d.Subscription,
+				"attempts", q.e.Attempts, "retry_in", delay, "err", err)
+			if rerr := n.store.RescheduleOutbox(ctx, q.e); rerr != nil {
+				n.log.Error("webhook: reschedule entry", "id", q.e.ID, "err", rerr)
+			}
+			n.stats.Retried.Add(1)
+			return
+		}
+	}
+}
+
+// send POSTs one event to its sink. Any 2xx answer is delivery; 410 is
+// errGone; anything else is an error to retry.
+func (n *Notifier) send(ctx context.Context, d delivery) error {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.Sink, bytes.NewReader(d.Event))
+	if err != nil {
+		return fmt.Errorf("webhook: request: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/cloudevents+json")
+	if d.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+d.Token)
+	}
+	var ev struct {
+		ID string `json:"id"`
+	}
+	_ = json.Unmarshal(d.Event, &ev)
+	req.Header.Set("x-correlator", ev.ID)
+	resp, err := n.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("webhook: post: %w", err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		return nil
+	case resp.StatusCode == http.StatusGone:
+		return errGone
+	}
+	return fmt.Errorf("webhook: sink answered %s", strconv.Itoa(resp.StatusCode))
+}
+
+// gone ends the subscription whose sink answered 410: nothing more is
+// sent to it, not even subscription-ended.
+func (n *Notifier) gone(ctx context.Context, q queued) {
+	id := q.d.Subscription
+	n.stats.Gone.Add(1)
+	n.log.Info("webhook: sink is gone; subscription ends", "subscription", id, "sink", q.d.Sink)
+	unlock := n.lock(id)
+	defer unlock()
+	if s, err := n.get(ctx, id); err == nil {
+		if err := n.remove(ctx, s); err != nil {
+			n.log.Error("webhook: remove subscription", "subscription", id, "err", err)
+			return
+		}
+	} else if !errors.Is(err, verifier.ErrNotFound) {
+		n.log.Error("webhook: read subscription", "subscription", id, "err", err)
+		return
+	}
+	if err := n.purge(ctx, id, true); err != nil {
+		n.log.Error("webhook: drop events", "subscription", id, "err", err)
+	}
+}
+
+// purge drops the queued events of subscription id; lifecycle events
+// too when all is set.
+func (n *Notifier) purge(ctx context.Context, id string, all bool) error {
+	entries, err := n.store.PendingOutbox(ctx, verifier.OutboxWebhook, scanAll, 1<<20)
+	if err != nil {
+		return fmt.Errorf("webhook: pending: %w", err)
+	}
+	for _, e := range entries {
+		var d delivery
+		if json.Unmarshal(e.Payload, &d) != nil || d.Subscription != id || d.Lifecycle && !all {
+			continue
+		}
+		if err := n.store.CompleteOutbox(ctx, e.ID); err != nil {
+			return fmt.Errorf("webhook: drop %s: %w", e.ID, err)
+		}
+		n.stats.Dropped.Add(1)
+	}
+	return nil
+}
+
+// sweep ends the subscriptions whose expiry time has come
+// (SUBSCRIPTION_EXPIRED) or whose access token is about to expire
+// (ACCESS_TOKEN_EXPIRED).
+func (n *Notifier) sweep(ctx context.Context) error {
+	now := n.now()
+	recs, err := n.store.ListRecords(ctx, nsExpiry, "", 256)
+	if err != nil {
+		return fmt.Errorf("webhook: expiry index: %w", err)
+	}
+	for _, r := range recs {
+		ts, id, ok := strings.Cut(r.Key, "/")
+		ns, err := strconv.ParseInt(ts, 10, 64)
+		if !ok || err != nil {
+			_ = n.store.DeleteRecord(ctx, nsExpiry, r.Key)
+			continue
+		}
+		if time.Unix(0, ns).After(now) {
+			break
+		}
+		if err := n.expire(ctx, id, r.Key, now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (n *Notifier) expire(ctx context.Context, id, key string, now time.Time) error {
+	defer n.lock(id)()
+	s, err := n.get(ctx, id)
+	if errors.Is(err, verifier.ErrNotFound) {
+		return n.store.DeleteRecord(ctx, nsExpiry, key)
+	}
+	if err != nil {
+		return err
+	}
+	reason := ReasonTokenExpiry
+	if !s.ExpiresAt.IsZero() && !s.ExpiresAt.After(now) {
+		reason = ReasonExpired
+	}
+	return n.end(ctx, s, reason, now)
+}
