@@ -1,6 +1,6 @@
 // Package engine decides what an observation of a card means: match,
-// mismatch, card separated from its device, unknown card, not bound, or
-// learned; what the card's state becomes; and what to enforce at the
+// mismatch, card separated from its device, outside its area (see
+// area.go), unknown card, not bound, or learned; what the card's state becomes; and what to enforce at the
 // network and whom to alert. It is pure: no I/O, no clock, no randomness.
 // The caller reads the card, calls Decide (or Expire when a grace period
 // runs out), and commits the outcome atomically.
@@ -161,7 +161,10 @@ func separated(o *Outcome, now time.Time) {
 func seen(o *Outcome, obs verifier.Observation, now time.Time) {
 	b := o.Card.Binding
 	if obs.IMEI == "" {
-		return // nothing to decide on; the sighting is noted
+		if b != nil && !b.Learning() {
+			placeOnly(o, obs, now)
+		}
+		return // nothing else to decide on; the sighting is noted
 	}
 	if b == nil {
 		o.Decision = protocol.DecisionNotBound
@@ -172,7 +175,21 @@ func seen(o *Outcome, obs verifier.Observation, now time.Time) {
 		return
 	}
 	if b.Allows(obs.IMEI) {
+		s := &o.Card.Status
+		switch v, dist := judgeArea(b.Area, obs.Location); {
+		case v == areaOutside:
+			outsideArea(o, b.Area, dist, now)
+			return
+		case v == areaUnknown && acting(s.State) && s.Reason == protocol.DecisionOutsideArea:
+			o.Decision = protocol.DecisionMatch
+			o.Detail = "in an allowed device, location unknown or too coarse: stays " + string(s.State)
+			return
+		}
+		wasOutside := acting(s.State) && s.Reason == protocol.DecisionOutsideArea
 		match(o)
+		if wasOutside && o.Changed {
+			o.Detail = "back inside its area"
+		}
 		return
 	}
 	o.Decision = protocol.DecisionMismatch
@@ -191,6 +208,23 @@ func seen(o *Outcome, obs verifier.Observation, now time.Time) {
 	}
 	o.Detail = "seen in unbound device " + string(obs.IMEI)
 	mismatchLike(o, protocol.DecisionMismatch, obs.IMEI, protocol.AlertMismatch, now)
+}
+
+// placeOnly judges a sighting that names no device (a network record
+// without an IMEI) by its location alone: outside the area acts, inside
+// ends only what an outside_area decision began.
+func placeOnly(o *Outcome, obs verifier.Observation, now time.Time) {
+	b := o.Card.Binding
+	s := &o.Card.Status
+	switch v, dist := judgeArea(b.Area, obs.Location); v {
+	case areaOutside:
+		outsideArea(o, b.Area, dist, now)
+	case areaInside:
+		if acting(s.State) && s.Reason == protocol.DecisionOutsideArea {
+			match(o)
+			o.Detail = "back inside its area"
+		}
+	}
 }
 
 // mismatchLike acts on a mismatch or a separation per the binding's mode
