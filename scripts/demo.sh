@@ -1,16 +1,214 @@
 #!/usr/bin/env bash
-# The cardbind demo. The whole story (verifier, simulated network, modems and
-# agents, a SIM swap blocked within a second) arrives with the end-to-end
-# issue; until then this shows, honestly, what runs today.
+# The cardbind story, end to end, on one machine and embedded defaults:
+# a verifier, a simulated operator network, two gateways (simulated modems
+# on pseudo-terminals, each with a real cardbind-agent), a customer using
+# the CAMARA API, and a thief. Needs Go and curl; leaves nothing running.
+#
+#   scripts/demo.sh            the story, narrated
+#   DEMO_KEEP=1 scripts/demo.sh   keep the work directory (logs) afterwards
 set -euo pipefail
+
 cd "$(dirname "$0")/.."
+ROOT=$PWD
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/cardbind-demo.XXXXXX")
+BIN=$WORK/bin
+LOGS=$WORK/logs
+mkdir -p "$BIN" "$LOGS"
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# Ports on loopback; the demo refuses to start if one is taken.
+HTTP=127.0.0.1:18080
+MQTT=127.0.0.1:11883
+NET=127.0.0.1:17000
+RADIUS=127.0.0.1:11813
+SINK=127.0.0.1:18443
+CTL1=127.0.0.1:17001
+CTL2=127.0.0.1:17002
 
-say "Building every package (Go is all this needs)"
-go build ./...
+# The cast.
+CARD_A=89860318640220133897 IMSI_A=460031234567890 MSISDN_A=+8613912345678
+CARD_B=89860318640220133905 IMSI_B=460031234567891 MSISDN_B=+8613912345679
+CARD_C=89860318640220133913 IMSI_C=460031234567892 MSISDN_C=+8613912345680
+GW1_IMEI=356938035643809    # gateway 1: a smart meter's Quectel module
+GW2_IMEI=861234567890127    # gateway 2: a payment terminal's SIMCom module
+METER_IMEI=352099001761481  # a water meter with no agent: the network sees it
+PHONE_IMEI=490154203237518  # the thief's phone: no agent anywhere
 
-say "The contract between agent and verifier: parse identifiers, sign a report, reject a forgery and a replay"
-go test -count=1 -run '^Example$' -v ./protocol | grep -v '^=== RUN'
+PIDS=()
+cleanup() {
+	local code=$?
+	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+	if [[ -n ${DEMO_KEEP:-} ]]; then
+		echo "work directory kept: $WORK"
+	else
+		rm -rf "$WORK"
+	fi
+	if [[ $code -ne 0 ]]; then
+		echo "demo failed (exit $code); rerun with DEMO_KEEP=1 to keep the logs" >&2
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-say "Not built yet: verifier, agent reporting, the full swap story. See README.md, 'What runs today'."
+step=0
+say() { step=$((step + 1)); printf '\n\033[1m%2d. %s\033[0m\n' "$step" "$*"; }
+note() { printf '    %s\n' "$*"; }
+show() { sed 's/^/    | /'; }
+fail() { echo "demo: $*" >&2; exit 1; }
+
+# bg NAME CMD...: start a background process with its log in $LOGS.
+bg() {
+	local name=$1; shift
+	"$@" >"$LOGS/$name.log" 2>&1 &
+	PIDS+=($!)
+}
+
+# wait_until SECONDS WHAT CMD...: poll CMD until it succeeds.
+wait_until() {
+	local limit=$1 what=$2; shift 2
+	local deadline=$((SECONDS + limit))
+	until "$@" >/dev/null 2>&1; do
+		((SECONDS < deadline)) || fail "timed out waiting for $what (logs in $LOGS; DEMO_KEEP=1 keeps them)"
+		sleep 0.1
+	done
+}
+
+port_free() { ! (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; }
+now_ms() { date +%s%3N; }
+
+command -v go >/dev/null || fail "Go is needed (https://go.dev/dl/)"
+command -v curl >/dev/null || fail "curl is needed (apt-get install curl)"
+for p in $HTTP $MQTT $NET $SINK $CTL1 $CTL2; do
+	port_free "$p" || fail "port $p is in use; stop what listens there"
+done
+
+say "Build the three programs (cardbind-verifier, cardbind-agent, firmware-sim)"
+go build -o "$BIN/" ./verifier/cmd/cardbind-verifier ./agent/cmd/cardbind-agent ./firmware-sim/cmd/firmware-sim
+ls -l "$BIN" | awk 'NR>1 {printf "    %-20s %5.1f MB\n", $9, $5/1048576}'
+export PATH=$BIN:$PATH
+
+say "Start the simulated operator network (a test double of the operator's core and OSS)"
+note "It blocks and resumes cards when told to, and its PGW sends RADIUS accounting to the verifier."
+bg network firmware-sim network --listen "$NET" --radius "$RADIUS" --radius-secret demo-radius-secret --interim 30s
+wait_until 10 "the network" curl -sf "http://$NET/healthz"
+for c in "$CARD_A $IMSI_A $MSISDN_A" "$CARD_B $IMSI_B $MSISDN_B" "$CARD_C $IMSI_C $MSISDN_C"; do
+	set -- $c
+	curl -sf -X POST "http://$NET/v1/cards" -d "{\"iccid\":\"$1\",\"imsi\":\"$2\",\"msisdn\":\"$3\"}" >/dev/null
+done
+note "cards A $CARD_A, B $CARD_B and C $CARD_C provisioned"
+
+say "Start the verifier on embedded defaults (MQTT broker, Pebble store, HTTP API in one process)"
+cat >"$WORK/verifier.toml" <<EOF
+data_dir = "$WORK/data"
+[http]
+listen = "$HTTP"
+[mqtt]
+listen = "$MQTT"
+[enforce]
+adapter = "simnet"
+simnet_url = "http://$NET"
+[radius]
+listen = "$RADIUS"
+clients = [{ address = "127.0.0.1", secret = "demo-radius-secret" }]
+EOF
+bg verifier cardbind-verifier serve --config "$WORK/verifier.toml"
+wait_until 30 "the verifier" curl -sf "http://$HTTP/readyz"
+grep -A1 "operator credential created" "$LOGS/verifier.log" | show
+export CARDBIND_URL=http://$HTTP
+ADMIN=(cardbind-verifier admin --token-file "$WORK/data/operator-token")
+
+say "The operator creates tenant \"acme\" and imports its cards"
+"${ADMIN[@]}" tenant create acme --name "ACME Metering" >/dev/null
+printf 'iccid,tenant,imsi,msisdn\n%s,acme,%s,%s\n%s,acme,%s,%s\n%s,acme,%s,%s\n' \
+	"$CARD_A" "$IMSI_A" "$MSISDN_A" "$CARD_B" "$IMSI_B" "$MSISDN_B" "$CARD_C" "$IMSI_C" "$MSISDN_C" >"$WORK/cards.csv"
+"${ADMIN[@]}" import --file "$WORK/cards.csv" 2>/dev/null | show
+
+say "Two gateways boot: simulated modems on pseudo-terminals, card A in gateway 1, card B in gateway 2"
+bg modem1 firmware-sim modem --personality quectel --imei "$GW1_IMEI" --iccid "$CARD_A" --imsi "$IMSI_A" \
+	--msisdn "$MSISDN_A" --link "$WORK/ttyGW1" --control "$CTL1" --network "http://$NET"
+bg modem2 firmware-sim modem --personality simcom --imei "$GW2_IMEI" --iccid "$CARD_B" --imsi "$IMSI_B" \
+	--msisdn "$MSISDN_B" --link "$WORK/ttyGW2" --control "$CTL2" --network "http://$NET"
+wait_until 10 "modem 1" test -e "$WORK/ttyGW1"
+wait_until 10 "modem 2" test -e "$WORK/ttyGW2"
+note "an installer checks what gateway 1's modem says:"
+cardbind-agent identify --port "$WORK/ttyGW1" | show
+
+say "Each gateway's agent enrols once (its own key; one-time token) and starts reporting over MQTT"
+for gw in 1 2; do
+	token=$("${ADMIN[@]}" enroll-token create --tenant acme --ttl 10m | sed -n 's/.*"token": "\(.*\)".*/\1/p')
+	cardbind-agent enroll --verifier "http://$HTTP" --token "$token" --state-dir "$WORK/agent$gw" \
+		--port "$WORK/ttyGW$gw" >"$LOGS/enroll$gw.log" 2>&1
+	note "gateway $gw enrolled as $(grep -o 'gw-[0-9a-f]*' "$LOGS/enroll$gw.log" | head -1)"
+	bg "agent$gw" cardbind-agent run --port "$WORK/ttyGW$gw" --state-dir "$WORK/agent$gw" --heartbeat 1m --poll 5s
+done
+card_field() { "${ADMIN[@]}" card "$1" | sed -n "s/.*\"$2\": \"\(.*\)\".*/\1/p" | head -1; }
+wait_until 20 "gateway 1's first report" test "$(card_field "$CARD_A" last_imei)" = "$GW1_IMEI"
+wait_until 20 "gateway 2's first report" test "$(card_field "$CARD_B" last_imei)" = "$GW2_IMEI"
+note "the verifier has seen card A in $GW1_IMEI and card B in $GW2_IMEI"
+note "card C sits in a water meter that runs no agent; the network attaches it and its PGW reports the meter's IMEI"
+curl -sf -X POST "http://$NET/v1/cards/$CARD_C/attach" -d "{\"imei\":\"$METER_IMEI\"}" >/dev/null
+wait_until 20 "card C seen through RADIUS" test "$(card_field "$CARD_C" last_imei)" = "$METER_IMEI"
+note "the verifier has seen card C in $METER_IMEI (source: RADIUS accounting)"
+
+say "The customer gets a CAMARA API client and binds the cards to the devices they are in"
+"${ADMIN[@]}" client create --tenant acme --name "acme-backend" --json >"$WORK/client.json"
+CLIENT_ID=$(sed -n 's/.*"client_id": "\(.*\)".*/\1/p' "$WORK/client.json")
+CLIENT_SECRET=$(sed -n 's/.*"client_secret": "\(.*\)".*/\1/p' "$WORK/client.json")
+TOKEN=$(curl -sf -u "$CLIENT_ID:$CLIENT_SECRET" -d grant_type=client_credentials "http://$HTTP/oauth2/token" |
+	sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p')
+note "POST /oauth2/token → an ES256 access token for client $CLIENT_ID"
+camara() {
+	curl -sS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+		-H "x-correlator: demo-$step" -d "$2" "http://$HTTP/iot-sim-fraud-prevention/v0.1/$1"
+}
+for m in "$MSISDN_A" "$MSISDN_B" "$MSISDN_C"; do
+	note "curl POST /iot-sim-fraud-prevention/v0.1/bind {\"device\":{\"phoneNumber\":\"$m\"},\"bindType\":\"IMEIBIND\"}"
+	camara bind "{\"device\":{\"phoneNumber\":\"$m\"},\"bindType\":\"IMEIBIND\"}" | show
+	echo
+done
+note "and asks what card A is bound to:"
+camara query "{\"device\":{\"phoneNumber\":\"$MSISDN_A\"},\"queryType\":\"IMEIBIND\"}" | show
+echo
+
+say "The customer's operations team watches acme's alerts over MQTT"
+bg alerts "${ADMIN[@]}" alerts --tenant acme
+wait_until 10 "the alert watcher" grep -q watching "$LOGS/alerts.log"
+sed -n 1p "$LOGS/alerts.log" | show
+
+blocked() { curl -sf "http://$NET/v1/cards/$1" | grep -q '"blocked":true'; }
+not_blocked() { curl -sf "http://$NET/v1/cards/$1" | grep -q '"blocked":false'; }
+
+say "A thief takes card A out of gateway 1 and puts it into gateway 2"
+note "gateway 1's agent reports the card gone at once (separated); gateway 2's reports it in the wrong device"
+t0=$(now_ms)
+curl -sf -X POST "http://$CTL1/sim/remove" >/dev/null
+curl -sf -X POST "http://$CTL2/sim/swap" -d "{\"iccid\":\"$CARD_A\",\"imsi\":\"$IMSI_A\",\"msisdn\":\"$MSISDN_A\"}" >/dev/null
+wait_until 10 "card A blocked at the network" blocked "$CARD_A"
+note "card A is blocked at the network $(($(now_ms) - t0)) ms after the swap"
+wait_until 10 "the blocked alert" grep -q "blocked .*card=$CARD_A" "$LOGS/alerts.log"
+note "alerts received:"
+grep "card=$CARD_A" "$LOGS/alerts.log" | show
+
+say "The card goes back where it belongs: service resumes by itself"
+t0=$(now_ms)
+curl -sf -X POST "http://$CTL2/sim/swap" -d "{\"iccid\":\"$CARD_B\",\"imsi\":\"$IMSI_B\",\"msisdn\":\"$MSISDN_B\"}" >/dev/null
+curl -sf -X POST "http://$CTL1/sim/insert" -d "{\"iccid\":\"$CARD_A\",\"imsi\":\"$IMSI_A\",\"msisdn\":\"$MSISDN_A\"}" >/dev/null
+wait_until 10 "card A resumed" not_blocked "$CARD_A"
+note "card A resumed at the network $(($(now_ms) - t0)) ms after it was put back"
+wait_until 10 "the resumed alert" grep -q "resumed .*card=$CARD_A" "$LOGS/alerts.log"
+grep "resumed .*card=$CARD_A" "$LOGS/alerts.log" | show
+
+say "A thief moves card C from the water meter into a phone: no agent anywhere, the network gives it away"
+note "the phone attaches; the operator's PGW sends RADIUS accounting carrying the phone's IMEISV"
+t0=$(now_ms)
+curl -sf -X POST "http://$NET/v1/cards/$CARD_C/attach" -d "{\"imei\":\"$PHONE_IMEI\"}" >/dev/null
+wait_until 10 "card C blocked through RADIUS" blocked "$CARD_C"
+note "card C blocked at the network $(($(now_ms) - t0)) ms after it attached in the phone"
+wait_until 10 "the RADIUS alert" grep -q "blocked .*card=$CARD_C" "$LOGS/alerts.log"
+grep "card=$CARD_C" "$LOGS/alerts.log" | show
+
+say "Card A's history, as the operator sees it"
+"${ADMIN[@]}" history "$CARD_A" | cut -c 7- | show
+note "metrics: $(curl -sf "http://$HTTP/metrics" | grep -c '^cardbind_') cardbind series at http://$HTTP/metrics"
+
+say "Done: everything started here is stopped now"

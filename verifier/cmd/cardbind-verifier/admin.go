@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cardbind/cardbind/verifier"
 	"github.com/cardbind/cardbind/verifier/oauth"
 )
 
@@ -40,7 +41,7 @@ Operator commands, over the verifier's admin API.
                                           bind a card (no --imei: the device it is in now)
   unbind ICCID                            remove a card's binding
   block ICCID | resume ICCID              block or resume a card by hand
-  history ICCID                           a card's history
+  history ICCID [--json]                  a card's history, one entry a line
   alerts --tenant T [--client-id ID]      watch T's alerts over MQTT, one line each
 
 --url defaults to $CARDBIND_URL or http://127.0.0.1:8080; the operator
@@ -104,7 +105,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "resume":
 		return c.onCard(ctx, rest, http.MethodPost, "/resume", nil)
 	case "history":
-		return c.onCard(ctx, rest, http.MethodGet, "/history", nil)
+		return c.history(ctx, rest)
 	case "bind":
 		return c.bind(ctx, rest)
 	}
@@ -461,4 +462,46 @@ func envOr(key, def string) string {
 		return v
 	}
 	return def
+}
+
+// history prints a card's history, one entry a line (--json: as the API
+// returns it).
+func (c *adminClient) history(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("history", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print the entries as JSON")
+	iccid, err := parseWithArg(fs, args, "ICCID")
+	if err != nil {
+		return err
+	}
+	path := "/admin/v1/cards/" + url.PathEscape(iccid) + "/history"
+	if *asJSON {
+		return c.call(ctx, http.MethodGet, path, nil)
+	}
+	var entries []verifier.HistoryEntry
+	if err := c.do(ctx, http.MethodGet, path, nil, &entries); err != nil {
+		return err
+	}
+	for _, e := range entries {
+		who := string(e.Observed.Source)
+		switch {
+		case e.Observed.Actor != "":
+			who += " " + e.Observed.Actor
+		case e.Observed.DeviceID != "":
+			who += " " + e.Observed.DeviceID
+		}
+		seen := string(e.Observed.IMEI)
+		if seen == "" {
+			seen = "-"
+		}
+		fmt.Fprintf(c.out, "%4d  %s  %-11s %-8s → %-8s seen_in=%-15s by %s", e.Seq, e.Time.Local().Format("2006-01-02 15:04:05.000"),
+			e.Decision, e.From, e.To, seen, who)
+		if e.Enforce != verifier.EnforceNone {
+			fmt.Fprintf(c.out, "  enforce=%s", e.Enforce)
+		}
+		if e.Detail != "" {
+			fmt.Fprintf(c.out, "  (%s)", e.Detail)
+		}
+		fmt.Fprintln(c.out)
+	}
+	return nil
 }
