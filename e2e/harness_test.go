@@ -35,6 +35,7 @@ func TestMain(m *testing.M) {
 		for name, pkg := range map[string]string{
 			"cardbind-verifier": "../verifier/cmd/cardbind-verifier",
 			"firmware-sim":      "../firmware-sim/cmd/firmware-sim",
+			"cardbind-agent":    "../agent/cmd/cardbind-agent",
 		} {
 			out := filepath.Join(dir, name)
 			cmd := exec.Command("go", "build", "-o", out, pkg)
