@@ -287,6 +287,13 @@ func TestSwapBlocksAtNetworkAndAlerts(t *testing.T) {
 	if blockedAtNetwork(t, network, cardA) {
 		t.Error("forged or replayed report blocked the card")
 	}
+	m := metrics(t, v)
+	for _, series := range []string{`cardbind_decisions_total{decision="mismatch"} 1`, `cardbind_mqtt_connections `,
+		`cardbind_outbox_due{outbox="enforce"}`, `cardbind_enforcement_seconds_count{action="block",result="ok"} 1`} {
+		if !strings.Contains(m, series) {
+			t.Errorf("/metrics has no %s", series)
+		}
+	}
 	if after := len(history(t, v, cardA)); after != before {
 		t.Errorf("history grew from %d to %d entries after forged and replayed reports", before, after)
 	}

@@ -284,7 +284,6 @@ func TestTenantsImportAndCards(t *testing.T) {
 	}
 }
 
-
 func TestEnrolmentAndSubscribers(t *testing.T) {
 	s := newServer(t)
 	s.op("POST", "/admin/v1/tenants", map[string]string{"id": "acme"}, nil)

@@ -57,6 +57,9 @@ func newMetrics(in *ingest.Ingest, brk *broker.Broker) *metrics {
 			Help: "MQTT broker events, by kind.", ConstLabels: prometheus.Labels{"kind": name}},
 			func() float64 { return float64(get(brk.Stats())) }))
 	}
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cardbind_mqtt_connections",
+		Help: "Client connections the embedded broker holds (devices, subscribers and the verifier's own)."},
+		func() float64 { return float64(brk.Connections()) }))
 	return m
 }
 
@@ -80,6 +83,13 @@ func (m *metrics) dispatchers(ds ...*dispatch.Dispatcher) {
 				Help: "Outbox entries handled, by dispatcher and result.", ConstLabels: prometheus.Labels{"outbox": string(d.Kind()), "result": name}},
 				func() float64 { return float64(load()) }))
 		}
+		labels := prometheus.Labels{"outbox": string(d.Kind())}
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cardbind_outbox_due",
+			Help: "Outbox entries due at the dispatcher's last read (at most its batch size), by dispatcher.", ConstLabels: labels},
+			func() float64 { return float64(st.Due.Load()) }))
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cardbind_outbox_in_flight",
+			Help: "Outbox entries being handled now, by dispatcher.", ConstLabels: labels},
+			func() float64 { return float64(st.InFlight.Load()) }))
 	}
 }
 

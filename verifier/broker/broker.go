@@ -50,6 +50,15 @@ type Stats struct {
 	CommandsPublished, AlertsPublished uint64
 }
 
+// Connections is the number of client connections the broker holds now
+// (MQTT sessions and the verifier's own).
+func (b *Broker) Connections() int {
+	if b.srv == nil {
+		return 0
+	}
+	return b.srv.NumClients()
+}
+
 type counters struct {
 	authAccepted, authRefused        atomic.Uint64
 	publishRefused, subscribeRefused atomic.Uint64

@@ -75,6 +75,12 @@ func (c *Config) defaults() {
 // Stats counts what a dispatcher did.
 type Stats struct {
 	Done, Retried, Dropped atomic.Uint64
+	// Due is how many entries were due at the last read of the outbox (at
+	// most the batch size): a backlog shows as Due staying at the batch
+	// size.
+	Due atomic.Int64
+	// InFlight is how many entries are being handled now.
+	InFlight atomic.Int64
 }
 
 // Dispatcher drains the outbox entries of one kind.
@@ -152,6 +158,7 @@ func (d *Dispatcher) round(ctx context.Context, sem chan struct{}, wg *sync.Wait
 	if err != nil {
 		return false, fmt.Errorf("dispatch: pending %s: %w", d.kind, err)
 	}
+	d.stats.Due.Store(int64(len(entries)))
 	started := 0
 	for _, e := range entries {
 		if _, busy := d.running.LoadOrStore(e.ID, struct{}{}); busy {
@@ -165,8 +172,10 @@ func (d *Dispatcher) round(ctx context.Context, sem chan struct{}, wg *sync.Wait
 		}
 		started++
 		wg.Add(1)
+		d.stats.InFlight.Add(1)
 		go func(e verifier.OutboxEntry) {
 			defer wg.Done()
+			defer d.stats.InFlight.Add(-1)
 			defer func() { <-sem }()
 			defer d.running.Delete(e.ID)
 			d.one(ctx, e)
