@@ -7,10 +7,12 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -216,8 +218,17 @@ func TestTenantsImportAndCards(t *testing.T) {
 		"12345,acme,460031234567892,,\n" + // not an ICCID
 		cardB + ",nobody,460031234567893,,\n" // unknown tenant
 	sum, events := readImport(t, s, "?format=csv&dry_run=true", file)
-	if sum.Created != 2 || sum.Errors != 2 || !sum.DryRun {
+	if sum.Created != 2 || sum.Bound != 1 || sum.Errors != 2 || !sum.DryRun {
 		t.Errorf("dry run summary %+v", sum)
+	}
+	var changes []string
+	for _, e := range events {
+		if e.Change != "" {
+			changes = append(changes, fmt.Sprintf("%d %s %s", e.Line, e.Change, e.ICCID))
+		}
+	}
+	if want := []string{"2 create " + cardA, "3 create 8986031864022013389", "2 bind " + cardA}; !slices.Equal(changes, want) {
+		t.Errorf("dry run changes %q, want %q", changes, want)
 	}
 	if code := s.op("GET", "/admin/v1/cards/"+cardA, nil, nil); code != http.StatusNotFound {
 		t.Errorf("dry run created a card: GET %d", code)
@@ -226,7 +237,7 @@ func TestTenantsImportAndCards(t *testing.T) {
 	if sum.Created != 2 || sum.Bound != 1 || sum.Errors != 2 || sum.DryRun {
 		t.Errorf("import summary %+v", sum)
 	}
-	if len(events) != 2 || events[0].Line != 4 || events[1].Line != 5 {
+	if len(events) != 2 || events[0].Line != 4 || events[1].Line != 5 || events[0].Error == "" {
 		t.Errorf("import line errors %+v, want lines 4 and 5", events)
 	}
 	if sum, _ = readImport(t, s, "?format=csv", file); sum.Created != 0 || sum.Unchanged != 2 {

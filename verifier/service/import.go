@@ -22,10 +22,15 @@ type ImportSummary struct {
 	DryRun    bool `json:"dry_run"`
 }
 
-// ImportEvent reports one line that failed, or progress every batch.
+// ImportEvent reports one line that failed, in a dry run one line that
+// would change something, or progress every batch.
 type ImportEvent struct {
 	Line  int    `json:"line,omitempty"`
 	Error string `json:"error,omitempty"`
+	// ICCID and Change say, in a dry run, what the line would do:
+	// "create", "update" (tenant or identifiers) or "bind".
+	ICCID  string `json:"iccid,omitempty"`
+	Change string `json:"change,omitempty"`
 	// Progress is set on batch boundaries.
 	Progress *ImportSummary `json:"progress,omitempty"`
 }
@@ -98,17 +103,23 @@ func (s *Service) importBatch(ctx context.Context, batch []inventory.Item, dryRu
 		cards[i] = it.Card
 	}
 	if dryRun {
-		for _, c := range cards {
+		for i, c := range cards {
 			old, err := s.store.Card(ctx, c.ICCID)
+			change := ""
 			switch {
 			case errors.Is(err, verifier.ErrNotFound):
 				sum.Created++
+				change = "create"
 			case err != nil:
 				return err
 			case old.Tenant != c.Tenant || old.IMSI != c.IMSI || old.MSISDN != c.MSISDN || old.NAI != c.NAI:
 				sum.Changed++
+				change = "update"
 			default:
 				sum.Unchanged++
+			}
+			if change != "" {
+				events(ImportEvent{Line: batch[i].Line, ICCID: string(c.ICCID), Change: change})
 			}
 		}
 	} else {
@@ -124,11 +135,12 @@ func (s *Service) importBatch(ctx context.Context, batch []inventory.Item, dryRu
 		if it.Binding == nil {
 			continue
 		}
-		if dryRun {
-			sum.Bound++
+		if !s.bindingDiffers(ctx, it) {
 			continue
 		}
-		if !s.bindingDiffers(ctx, it) {
+		if dryRun {
+			sum.Bound++
+			events(ImportEvent{Line: it.Line, ICCID: string(it.Card.ICCID), Change: "bind"})
 			continue
 		}
 		ar := it.Binding.AutoResume

@@ -345,6 +345,8 @@ func (c *adminClient) importCards(ctx context.Context, args []string) error {
 		switch {
 		case ev["error"] != nil && ev["summary"] == nil:
 			fmt.Fprintf(c.errw, "\rline %v: %v\n", ev["line"], ev["error"])
+		case ev["change"] != nil:
+			fmt.Fprintf(c.errw, "\rline %v: would %v %v\n", ev["line"], ev["change"], ev["iccid"])
 		case ev["progress"] != nil:
 			p := ev["progress"].(map[string]any)
 			bar := ""
