@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -31,6 +32,7 @@ It serves an HTTP JSON API (see docs/firmware-sim.md):
                                        {"imei":"...","cell":{"mcc":"460","mnc":"03","tac":6699,"eci":27446212}}
     POST /v1/cards/{iccid}/block       block (idempotent; Idempotency-Key header)
     POST /v1/cards/{iccid}/resume      resume (idempotent; Idempotency-Key header)
+    GET  /v1/accounting                RADIUS accounting counters (with --radius)
   device side (what simulated modems call):
     POST /v1/attach                    attach a card in an IMEI: registered or denied
     POST /v1/detach                    detach
@@ -108,9 +110,19 @@ func runNetwork(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		opts.Sessions = acct
 	}
 	n := network.New(opts)
+	mux := http.NewServeMux()
+	mux.Handle("/", network.NewHandler(n, log))
+	if acct, ok := opts.Sessions.(*network.Accounting); ok {
+		mux.HandleFunc("GET /v1/accounting", func(w http.ResponseWriter, _ *http.Request) {
+			st := acct.Stats()
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(map[string]uint64{"requests": st.Requests.Load(),
+				"retransmits": st.Retransmits.Load(), "answered": st.Answered.Load(), "dropped": st.Dropped.Load()})
+		})
+	}
 	log.Info("simulated operator network (test double, in memory) listening", "addr", ln.Addr().String(),
 		"radius", *radiusAddr, "eir", *eirURL)
-	return serveHTTP(ctx, ln, network.NewHandler(n, log))
+	return serveHTTP(ctx, ln, mux)
 }
 
 // serveHTTP serves h on ln until ctx is done, then shuts down.
