@@ -367,15 +367,14 @@ func agentStory(t *testing.T, r *agentRig) {
 	r.seenAfter(r.home, t3, 30*time.Second)
 	eventually(t, 10*time.Second, "home card resumed after faults", func() bool { return !r.blocked(r.home) })
 	t.Logf("%s: swap under faults → resumed in %v", r.personality, time.Since(t3).Round(time.Millisecond))
-	if s := r.agent; func() bool {
-		select {
-		case <-s.done:
-			return true
-		default:
-			return false
-		}
-	}() {
-		t.Fatalf("agent exited:\n%s", s.output())
+
+	// SIGTERM while connected: the outbox is flushed and the agent exits 0.
+	r.agent.stop(10 * time.Second)
+	if code := r.agent.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("agent exit code after SIGTERM = %d, want 0", code)
+	}
+	if !strings.Contains(r.agent.output(), "msg=stopped queued=0") {
+		t.Errorf("agent did not stop with an empty outbox:\n%s", grepLines(r.agent.output(), "msg=stop"))
 	}
 }
 

@@ -7,6 +7,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/creack/pty"
+	"golang.org/x/term"
 )
 
 func TestCommandLine(t *testing.T) {
@@ -53,5 +57,29 @@ func TestCommandLine(t *testing.T) {
 				t.Errorf("exit %d, want %d; output does not contain %q:\n%s", code, tc.code, tc.output, out.String())
 			}
 		})
+	}
+}
+
+// A port that opens but where nothing answers AT (a real pseudo-terminal
+// nobody serves) fails within the timeout, saying so.
+func TestIdentifyMutePort(t *testing.T) {
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	defer ptmx.Close()
+	defer tty.Close()
+	if _, err := term.MakeRaw(int(tty.Fd())); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	start := time.Now()
+	code := run(context.Background(), []string{"identify", "--port", tty.Name(), "--timeout", "1500ms"}, &out, &out)
+	took := time.Since(start)
+	if code != 1 || !strings.Contains(out.String(), "nothing answers AT") {
+		t.Errorf("exit %d, output:\n%s", code, out.String())
+	}
+	if took > 3*time.Second {
+		t.Errorf("identify took %v with a 1.5s timeout", took)
 	}
 }
