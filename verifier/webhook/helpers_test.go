@@ -134,7 +134,8 @@ const (
 	testToken  = "sink-token-123"
 )
 
-func newFixture(t testing.TB, cfg Config) *fixture {
+// newFixture starts a notifier; wrap, if given, wraps the store it uses.
+func newFixture(t testing.TB, cfg Config, wrap ...func(Store) Store) *fixture {
 	t.Helper()
 	st, err := pebble.Open(t.TempDir(), pebble.Options{})
 	if err != nil {
@@ -145,7 +146,6 @@ func newFixture(t testing.TB, cfg Config) *fixture {
 	if _, _, err := st.UpsertInventory(context.Background(), []verifier.Card{{ICCID: testICCID, Tenant: testTenant, MSISDN: "+8613900000001"}}); err != nil {
 		t.Fatal(err)
 	}
-	cfg.AllowPrivateSinks = true
 	cfg.CAFile = f.sink.ca
 	cfg.Source = "https://verifier.test/iot-sim-fraud-prevention-subscriptions/v0.1"
 	if cfg.MinBackoff == 0 {
@@ -154,7 +154,11 @@ func newFixture(t testing.TB, cfg Config) *fixture {
 	cfg.Poll = 20 * time.Millisecond
 	cfg.Sweep = 20 * time.Millisecond
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if f.n, err = New(st, cfg, log, f.clk.Now); err != nil {
+	var use Store = st
+	for _, w := range wrap {
+		use = w(use)
+	}
+	if f.n, err = New(use, cfg, log, f.clk.Now); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

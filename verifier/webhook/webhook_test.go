@@ -4,12 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/cardbind/cardbind/protocol"
 	"github.com/cardbind/cardbind/verifier"
+	"github.com/cardbind/cardbind/verifier/dispatch"
+	"github.com/cardbind/cardbind/verifier/ingest"
 )
 
 // data decodes an event's data.
@@ -26,7 +31,7 @@ func data(t testing.TB, r received) map[string]any {
 // delivered once it is back, once each and in order, and the outbox is
 // empty afterwards.
 func TestSinkDownThenUp(t *testing.T) {
-	f := newFixture(t, Config{})
+	f := newFixture(t, Config{AllowPrivateSinks: true})
 	f.sink.setStatus(http.StatusServiceUnavailable)
 	s := f.subscribe(nil)
 	var imeis []string
@@ -82,7 +87,7 @@ func TestSinkDownThenUp(t *testing.T) {
 // retry) is neither sent nor counted twice; alerts of other types,
 // tenants and cards, and subscriptions of other types, get nothing.
 func TestHandleAlertOnce(t *testing.T) {
-	f := newFixture(t, Config{})
+	f := newFixture(t, Config{AllowPrivateSinks: true})
 	s := f.subscribe(func(s *Subscription) { s.MaxEvents = 3 })
 	f.subscribe(func(s *Subscription) { s.Type = TypeAreaChange })
 	m := imei(t, "86123456000001")
@@ -168,7 +173,7 @@ func TestEnding(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newFixture(t, Config{})
+			f := newFixture(t, Config{AllowPrivateSinks: true})
 			if tt.name == "max events reached by the initial event" {
 				m := protocol.IMEI(imei(t, "86123456000099"))
 				card, err := f.store.Card(context.Background(), testICCID)
@@ -228,7 +233,7 @@ func TestEnding(t *testing.T) {
 // TestGone: a sink answering 410 ends the subscription: the events behind
 // the refused one are dropped and nothing more is tried.
 func TestGone(t *testing.T) {
-	f := newFixture(t, Config{})
+	f := newFixture(t, Config{AllowPrivateSinks: true})
 	f.sink.setStatus(http.StatusGone)
 	s := f.subscribe(nil)
 	f.alert(1, protocol.AlertMismatch, imei(t, "86123456000011"))
@@ -260,7 +265,7 @@ func TestGone(t *testing.T) {
 // TestGiveUp: an event the sink refuses for longer than MaxAge is dropped
 // and the next one is delivered.
 func TestGiveUp(t *testing.T) {
-	f := newFixture(t, Config{MaxAge: time.Minute})
+	f := newFixture(t, Config{AllowPrivateSinks: true, MaxAge: time.Minute})
 	f.sink.setStatus(http.StatusInternalServerError)
 	f.subscribe(nil)
 	for f.sink.count() < 2 {
@@ -328,8 +333,7 @@ func TestCheckSink(t *testing.T) {
 // TestDialGuard: a sink accepted earlier that now points at a refused
 // address (DNS rebinding) is refused at connect time.
 func TestDialGuard(t *testing.T) {
-	f := newFixture(t, Config{})
-	f.n.guard.allowPrivate = false // the loopback sink is now refused
+	f := newFixture(t, Config{}) // the loopback sink is refused at connect time
 	f.subscribe(nil)
 	deadline := time.Now().Add(3 * time.Second)
 	for f.n.Stats().Retried.Load() == 0 && time.Now().Before(deadline) {
@@ -342,7 +346,7 @@ func TestDialGuard(t *testing.T) {
 
 // TestListOwners: List returns the owner's subscriptions only.
 func TestListOwners(t *testing.T) {
-	f := newFixture(t, Config{})
+	f := newFixture(t, Config{AllowPrivateSinks: true})
 	a := f.subscribe(nil)
 	b := f.subscribe(nil)
 	f.subscribe(func(s *Subscription) { s.Owner = "https://verifier.test cb-2" })
@@ -352,5 +356,127 @@ func TestListOwners(t *testing.T) {
 	}
 	if len(l) != 2 || !(l[0].ID == a.ID && l[1].ID == b.ID || l[0].ID == b.ID && l[1].ID == a.ID) {
 		t.Errorf("List = %v, want %s and %s", l, a.ID, b.ID)
+	}
+}
+
+// failingStore is the real store with writes of one record namespace
+// failing while fail is set: a crash between the steps of a fan-out or
+// an end, as the next attempt sees it.
+type failingStore struct {
+	Store
+	mu   sync.Mutex
+	fail string // namespace whose PutRecord and DeleteRecord fail
+}
+
+var errCrash = errors.New("simulated crash")
+
+func (s *failingStore) set(ns string) { s.mu.Lock(); s.fail = ns; s.mu.Unlock() }
+func (s *failingStore) failing(ns string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fail == ns
+}
+
+func (s *failingStore) PutRecord(ctx context.Context, ns, key string, v []byte) error {
+	if s.failing(ns) {
+		return errCrash
+	}
+	return s.Store.PutRecord(ctx, ns, key, v)
+}
+
+func (s *failingStore) DeleteRecord(ctx context.Context, ns, key string) error {
+	if s.failing(ns) {
+		return errCrash
+	}
+	return s.Store.DeleteRecord(ctx, ns, key)
+}
+
+// TestCrashBetweenSteps: when the step after queueing an event fails
+// (counting it, or removing an ended subscription), doing it all again
+// queues the same event id, so the sink gets each event once and the
+// count is right.
+func TestCrashBetweenSteps(t *testing.T) {
+	var fs *failingStore
+	f := newFixture(t, Config{AllowPrivateSinks: true}, func(s Store) Store { fs = &failingStore{Store: s}; return fs })
+	f.sink.setStatus(http.StatusServiceUnavailable) // keep the entries queued
+	s := f.subscribe(func(s *Subscription) { s.MaxEvents = 2 })
+
+	fs.set(nsSub) // counting the event fails
+	a := protocol.Alert{Version: protocol.Version, ID: string(testICCID) + "-1-mismatch", Type: protocol.AlertMismatch,
+		Tenant: testTenant, ICCID: testICCID, ObservedIMEI: protocol.IMEI(imei(t, "86123456000011")), Source: protocol.SourceAgent,
+		Decision: protocol.DecisionMismatch, CardState: protocol.CardBlocked, Time: f.clk.Now()}
+	payload, _ := protocol.EncodeAlert(&a)
+	e := verifier.OutboxEntry{ID: a.ID, Kind: verifier.OutboxAlert, Created: a.Time, Payload: payload}
+	if err := f.n.HandleAlert(context.Background(), e); !errors.Is(err, errCrash) {
+		t.Fatalf("HandleAlert with the count failing: %v", err)
+	}
+	fs.set("")
+	for range 2 { // the alert dispatcher retries; a later retry finds it counted
+		if err := f.n.HandleAlert(context.Background(), e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, _ := f.n.Get(context.Background(), testOwner, s.ID); got == nil || got.Events != 1 {
+		t.Fatalf("counted %v, want 1", got)
+	}
+
+	fs.set(nsSub) // removing the record after subscription-ended was queued fails
+	if err := f.n.Delete(context.Background(), testOwner, s.ID); !errors.Is(err, errCrash) {
+		t.Fatalf("Delete with the removal failing: %v", err)
+	}
+	fs.set("")
+	if err := f.n.Delete(context.Background(), testOwner, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	f.sink.setStatus(http.StatusNoContent)
+	got := f.sink.waitEvents(2, 10*time.Second) // started, ended: the queued imei-change was dropped by the delete
+	time.Sleep(100 * time.Millisecond)
+	if n := len(f.sink.events()); n != 2 {
+		t.Fatalf("sink got %d events: %v", n, types(f.sink.events()))
+	}
+	if got[1].event.Type != TypeEnded || data(t, got[1])["terminationReason"] != ReasonDeleted {
+		t.Errorf("last event %s", got[1].raw)
+	}
+}
+
+// TestThroughIngest: a mismatch decided by the real ingest, committed
+// with its alert entries, and drained by the alert dispatcher with
+// HandleAlert in its handler, reaches the sink as exactly one imei-change.
+func TestThroughIngest(t *testing.T) {
+	f := newFixture(t, Config{AllowPrivateSinks: true})
+	ctx := context.Background()
+	bound, foreign := imei(t, "35209900176148"), imei(t, "86123456000011")
+	card, err := f.store.Card(ctx, testICCID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	card.Binding = &verifier.Binding{IMEIs: []protocol.IMEI{protocol.IMEI(bound)}, Mode: verifier.ModeBlock, AutoResume: true}
+	card.Status = verifier.CardStatus{State: protocol.CardActive, LastIMEI: protocol.IMEI(bound)}
+	if err := f.store.Commit(ctx, &verifier.Commit{Card: card}); err != nil {
+		t.Fatal(err)
+	}
+	s := f.subscribe(nil)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	in := ingest.New(f.store, log, time.Now)
+	alerts := dispatch.New(f.store, verifier.OutboxAlert, f.n.HandleAlert, dispatch.Config{Poll: 20 * time.Millisecond}, log, time.Now)
+	dctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = alerts.Run(dctx) }()
+	defer func() { cancel(); <-done }()
+
+	obs := verifier.Observation{Kind: verifier.ObservedIn, ICCID: testICCID, IMEI: protocol.IMEI(foreign),
+		Source: protocol.SourceRADIUS, Time: time.Now(), Ref: "acct-1"}
+	out, err := in.Observe(ctx, obs, testTenant)
+	if err != nil || out.Decision != protocol.DecisionMismatch {
+		t.Fatalf("observe: %v %v", out.Decision, err)
+	}
+	got := f.sink.waitEvents(2, 5*time.Second)
+	time.Sleep(150 * time.Millisecond)
+	if n := len(f.sink.events()); n != 2 {
+		t.Fatalf("sink got %d events: %v", n, types(f.sink.events()))
+	}
+	f.check(got[1])
+	if d := data(t, got[1]); got[1].event.Type != TypeIMEIChange || d["imei"] != foreign || d["subscriptionId"] != s.ID {
+		t.Errorf("event %s, want imei-change %s", got[1].raw, foreign)
 	}
 }
