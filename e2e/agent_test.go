@@ -368,6 +368,8 @@ func agentStory(t *testing.T, r *agentRig) {
 	eventually(t, 10*time.Second, "home card resumed after faults", func() bool { return !r.blocked(r.home) })
 	t.Logf("%s: swap under faults → resumed in %v", r.personality, time.Since(t3).Round(time.Millisecond))
 
+	t.Logf("%s: agent RSS after the story: %s", r.personality, rss(r.agent))
+
 	// SIGTERM while connected: the outbox is flushed and the agent exits 0.
 	r.agent.stop(10 * time.Second)
 	if code := r.agent.cmd.ProcessState.ExitCode(); code != 0 {
@@ -376,6 +378,20 @@ func agentStory(t *testing.T, r *agentRig) {
 	if !strings.Contains(r.agent.output(), "msg=stopped queued=0") {
 		t.Errorf("agent did not stop with an empty outbox:\n%s", grepLines(r.agent.output(), "msg=stop"))
 	}
+}
+
+// rss returns a running process's resident set size, from /proc.
+func rss(p *proc) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
 }
 
 // With the broker down, changes pile up in the outbox; the agent is
