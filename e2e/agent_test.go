@@ -426,6 +426,13 @@ func TestAgentOfflineRestart(t *testing.T) {
 	eventually(t, 5*time.Second, "the second reload", func() bool {
 		return strings.Count(r.log(), `msg="configuration reloaded"`) >= 2
 	})
+	// A broken file is refused on SIGHUP, naming the key; the agent runs on.
+	r.writeConfig("0s")
+	_ = r.agent.cmd.Process.Signal(syscall.SIGHUP)
+	eventually(t, 5*time.Second, "the broken file refused", func() bool {
+		return strings.Contains(r.log(), `msg="reload refused; keeping the running configuration" err="config: report.heartbeat: 0s`)
+	})
+	r.writeConfig("10m")
 
 	v.proc.stop(10 * time.Second)
 	offline := time.Now()

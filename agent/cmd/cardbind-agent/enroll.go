@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -87,7 +88,9 @@ func enroll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	if _, err := dir.Credentials(); err == nil && !*force {
+	_, err = dir.Credentials()
+	enrolled := err == nil
+	if enrolled && !*force {
 		return fmt.Errorf("already enrolled (%s holds credentials); use --force to enrol again", dir.Path())
 	}
 
@@ -123,6 +126,13 @@ func enroll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if err := dir.SaveCredentials(resp); err != nil {
 		return err
+	}
+	if enrolled {
+		// Reports queued under the old identity would be refused as
+		// forged: the new one starts with an empty outbox.
+		if err := os.RemoveAll(filepath.Join(dir.Path(), outboxDir)); err != nil {
+			return fmt.Errorf("clear the old outbox: %w", err)
+		}
 	}
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")

@@ -3,6 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +15,8 @@ import (
 
 	"github.com/creack/pty"
 	"golang.org/x/term"
+
+	"github.com/cardbind/cardbind/protocol"
 )
 
 func TestCommandLine(t *testing.T) {
@@ -81,5 +87,55 @@ func TestIdentifyMutePort(t *testing.T) {
 	}
 	if took > 3*time.Second {
 		t.Errorf("identify took %v with a 1.5s timeout", took)
+	}
+}
+
+func TestPostEnroll(t *testing.T) {
+	pub, _, _ := ed25519.GenerateKey(nil)
+	good := &protocol.EnrollResponse{Version: 1, DeviceID: "gw-1", Tenant: "acme", BrokerURL: "tcp://127.0.0.1:1883",
+		Username: "gw-1", Password: "secret", ReportTopic: protocol.ReportTopic("gw-1"),
+		CommandTopic: protocol.CommandTopic("gw-1"), CommandKey: pub}
+	goodJSON, err := protocol.EncodeEnrollResponse(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		status  int
+		body    string
+		wantErr string
+	}{
+		{name: "created", status: 201, body: string(goodJSON)},
+		{name: "token refused", status: 401, body: `{"error":"enrolment token unknown, used or expired"}`,
+			wantErr: "refused the enrolment (401 Unauthorized): enrolment token unknown"},
+		{name: "proxy error page", status: 502, body: "<html>bad gateway</html>", wantErr: "502 Bad Gateway): <html>"},
+		{name: "invalid answer", status: 201, body: `{"v":1,"device_id":"gw-1"}`, wantErr: "the verifier's answer"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method != http.MethodPost || r.URL.Path != protocol.EnrollPath {
+					t.Errorf("%s %s", r.Method, r.URL.Path)
+				}
+				body, _ := io.ReadAll(r.Body)
+				if _, err := protocol.DecodeEnrollRequest(body); err != nil {
+					t.Errorf("request does not decode: %v", err)
+				}
+				w.WriteHeader(tc.status)
+				_, _ = io.WriteString(w, tc.body)
+			}))
+			defer srv.Close()
+			req := &protocol.EnrollRequest{Version: 1, Token: "cbe_x", PublicKey: pub, IMEI: "356938035643809"}
+			resp, err := postEnroll(context.Background(), srv.URL+protocol.EnrollPath, req)
+			if tc.wantErr == "" {
+				if err != nil || resp.DeviceID != "gw-1" {
+					t.Fatalf("postEnroll = %+v, %v", resp, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("postEnroll error = %v, want %q", err, tc.wantErr)
+			}
+		})
 	}
 }

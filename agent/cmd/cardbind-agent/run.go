@@ -163,6 +163,9 @@ func daemon(ctx context.Context, args []string, stderr io.Writer) error {
 	return d.run(ctx, hup, reload, cfg.Report.FlushTimeout)
 }
 
+// outboxDir is the outbox's directory inside the state directory.
+const outboxDir = "outbox"
+
 // daemonParts are the running agent's pieces.
 type daemonParts struct {
 	log       *slog.Logger
@@ -197,7 +200,7 @@ func newDaemon(cfg config.Config, log *slog.Logger) (*daemonParts, error) {
 	if err != nil {
 		return nil, err
 	}
-	box, err := outbox.Open(filepath.Join(dir.Path(), "outbox"), cfg.Outbox.Limit)
+	box, err := outbox.Open(filepath.Join(dir.Path(), outboxDir), cfg.Outbox.Limit)
 	if err != nil {
 		return nil, err
 	}
