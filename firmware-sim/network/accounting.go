@@ -78,9 +78,10 @@ type Accounting struct {
 
 // cardQueue holds one card's accounting events not yet sent.
 type cardQueue struct {
-	mu     sync.Mutex
-	events []acctEvent
-	wake   chan struct{} // capacity 1: events were added
+	mu      sync.Mutex
+	events  []acctEvent
+	sending bool          // a request is in flight
+	wake    chan struct{} // capacity 1: events were added
 }
 
 type acctEvent struct {
@@ -150,6 +151,30 @@ func (a *Accounting) enqueue(e acctEvent) {
 	}
 }
 
+// Flush waits until the requests queued for the card so far were answered
+// or given up, or ctx ends.
+func (a *Accounting) Flush(ctx context.Context, iccid string) error {
+	a.mu.Lock()
+	q := a.cards[iccid]
+	a.mu.Unlock()
+	if q == nil {
+		return nil
+	}
+	for {
+		q.mu.Lock()
+		idle := len(q.events) == 0 && !q.sending
+		q.mu.Unlock()
+		if idle {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
 // run sends one card's requests in order until the context ends.
 func (a *Accounting) run(q *cardQueue) {
 	ctx := a.ctx
@@ -168,6 +193,7 @@ func (a *Accounting) run(q *cardQueue) {
 			e = &q.events[0]
 			q.events = q.events[1:]
 		}
+		q.sending = e != nil
 		q.mu.Unlock()
 		if e != nil {
 			if e.start {
@@ -187,6 +213,9 @@ func (a *Accounting) run(q *cardQueue) {
 					open, tick = nil, nil
 				}
 			}
+			q.mu.Lock()
+			q.sending = false
+			q.mu.Unlock()
 			if ctx.Err() != nil {
 				return
 			}

@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -384,5 +386,42 @@ func TestAccountingOrderPerCard(t *testing.T) {
 	}
 	if acct.Stats().Retransmits.Load() != 1 {
 		t.Errorf("Retransmits = %d, want 1", acct.Stats().Retransmits.Load())
+	}
+}
+
+// With an EIR, a card moving to another device leaves the old one first:
+// the old session's Stop is answered before the EIR hears of the new
+// device, so the verifier sees the two in the order they happened.
+func TestStopBeforeEIRCheck(t *testing.T) {
+	srv := newAcctServer(t, 0)
+	acct := newAccounting(t, srv.addr(), AccountingConfig{})
+	var stopsSeen []int // Stops the server had answered when the EIR was asked
+	var mu sync.Mutex
+	eir := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		srv.mu.Lock()
+		stops := 0
+		for _, p := range srv.received {
+			if status(p) == rfc2866.AcctStatusType_Value_Stop {
+				stops++
+			}
+		}
+		srv.mu.Unlock()
+		mu.Lock()
+		stopsSeen = append(stopsSeen, stops)
+		mu.Unlock()
+		_, _ = w.Write([]byte(`{"status":"WHITELISTED"}`))
+	}))
+	t.Cleanup(eir.Close)
+	n := New(Options{Sessions: acct, EIR: NewEIRClient(eir.URL, nil)})
+	ctx := t.Context()
+	for _, m := range []string{imei(1), imei(2)} {
+		if res, err := n.Attach(ctx, AttachRequest{ICCID: iccid(1), IMSI: imsi(1), IMEI: m}); err != nil || res.Result != ResultRegistered {
+			t.Fatalf("attach in %s: %+v %v", m, res, err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(stopsSeen) != 2 || stopsSeen[0] != 0 || stopsSeen[1] != 1 {
+		t.Errorf("Stops answered when the EIR was asked: %v, want [0 1]", stopsSeen)
 	}
 }

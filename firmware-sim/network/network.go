@@ -344,6 +344,7 @@ func (n *Network) Attach(ctx context.Context, req AttachRequest) (AttachResult, 
 	}
 	var status string
 	if n.eir != nil {
+		n.leaveOldDevice(ctx, spec.ICCID, req.IMEI)
 		status = n.checkEquipment(ctx, spec, req.IMEI)
 	}
 	n.mu.Lock()
@@ -388,6 +389,36 @@ func (n *Network) attach(spec CardSpec, req AttachRequest) (AttachResult, error)
 		n.touch(e)
 	}
 	return AttachResult{Result: ResultRegistered, IP: e.card.IP, Card: e.card}, nil
+}
+
+// sessionFlusher is a SessionObserver that can wait until what it was told
+// about a card went out (*Accounting).
+type sessionFlusher interface {
+	Flush(ctx context.Context, iccid string) error
+}
+
+// leaveOldDevice ends the card's attachment in another device before the
+// EIR is asked about the new one, as in a real network where the old
+// device loses the card (and its data session, with its accounting Stop)
+// before the new one attaches. It waits, up to 5 s, for that Stop to be
+// answered, so that the verifier hears of the old device before the new.
+func (n *Network) leaveOldDevice(ctx context.Context, iccid, imei string) {
+	n.mu.Lock()
+	e, ok := n.cards[iccid]
+	moved := ok && e.card.Attached && e.card.IMEI != imei
+	if moved {
+		e.card.Attached = false
+		n.endSession(e, EndMoved)
+		n.touch(e)
+	}
+	n.mu.Unlock()
+	if f, ok := n.sessions.(sessionFlusher); ok && moved {
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := f.Flush(fctx, iccid); err != nil {
+			n.log.Warn("accounting of the old device not flushed before the EIR check", "iccid", iccid, "err", err)
+		}
+	}
 }
 
 // checkEquipment asks the EIR about the equipment with the card's
