@@ -33,7 +33,7 @@ const (
 )
 
 type fixture struct {
-	t     *testing.T
+	t     testing.TB
 	store *pebble.Store
 	srv   *httptest.Server
 	h     *Handler
@@ -41,7 +41,7 @@ type fixture struct {
 
 // newFixture serves the handler over a Pebble store in a temporary
 // directory and the real ingest and engine, on loopback.
-func newFixture(t *testing.T, opts Options, cards func(Cards) Cards) *fixture {
+func newFixture(t testing.TB, opts Options, cards func(Cards) Cards) *fixture {
 	t.Helper()
 	st, err := pebble.Open(t.TempDir(), pebble.Options{CacheSize: 8 << 20})
 	if err != nil {
@@ -64,7 +64,7 @@ func (f *fixture) card(i int, b *verifier.Binding) *verifier.Card {
 	f.t.Helper()
 	ctx := context.Background()
 	c := verifier.Card{ICCID: protocol.ICCID(fmt.Sprintf("8986031864022013%03d7", i)), Tenant: "t1",
-		IMSI: protocol.IMSI(fmt.Sprintf("46003123456%02d90", i)), MSISDN: protocol.MSISDN(fmt.Sprintf("+86139123456%02d", i))}
+		IMSI: protocol.IMSI(fmt.Sprintf("4600312345%03d90", i)), MSISDN: protocol.MSISDN(fmt.Sprintf("+8613912%05d", i))}
 	if _, _, err := f.store.UpsertInventory(ctx, []verifier.Card{c}); err != nil {
 		f.t.Fatal(err)
 	}
