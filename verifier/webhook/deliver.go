@@ -76,6 +76,7 @@ func (n *Notifier) Run(ctx context.Context) error {
 // worker for each subscription whose first entry is due and that no
 // worker serves now. It returns the earliest NotBefore it saw in the future.
 func (n *Notifier) round(ctx context.Context, sem chan struct{}, wg *sync.WaitGroup, mu *sync.Mutex, busy map[string]bool) (time.Time, error) {
+	purges := n.purges.Load() // before the read: a purge after it makes these entries stale
 	entries, err := n.store.PendingOutbox(ctx, verifier.OutboxWebhook, scanAll, batch)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("webhook: pending: %w", err)
@@ -124,7 +125,7 @@ func (n *Notifier) round(ctx context.Context, sem chan struct{}, wg *sync.WaitGr
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			n.deliverAll(ctx, g)
+			n.deliverAll(ctx, g, purges)
 			mu.Lock()
 			delete(busy, sub)
 			mu.Unlock()
@@ -140,20 +141,37 @@ type queued struct {
 }
 
 // deliverAll delivers one subscription's entries in order, stopping at
-// the first that fails.
-func (n *Notifier) deliverAll(ctx context.Context, g []queued) {
+// the first that fails, or when events were purged since the entries were
+// read (they may be among them). A delivered entry's removal from the
+// outbox (a synced write) overlaps with sending the next one; a crash
+// before the removal is durable sends the event again, which
+// at-least-once allows.
+func (n *Notifier) deliverAll(ctx context.Context, g []queued, purges uint64) {
+	completing := make(chan bool, 1) // the previous removal's outcome
+	completing <- true
+	defer func() { <-completing }()
 	for _, q := range g {
-		if ctx.Err() != nil || q.e.NotBefore.After(n.now()) {
+		if ctx.Err() != nil || q.e.NotBefore.After(n.now()) || n.purges.Load() != purges {
 			return
 		}
 		err := n.send(ctx, q.d)
-		switch {
-		case err == nil:
-			if cerr := n.store.CompleteOutbox(ctx, q.e.ID); cerr != nil {
-				n.log.Error("webhook: complete entry", "id", q.e.ID, "err", cerr)
-				return
-			}
+		if ok := <-completing; !ok {
+			completing <- false
+			return
+		}
+		if err == nil {
 			n.stats.Delivered.Add(1)
+			go func(id string) {
+				cerr := n.store.CompleteOutbox(ctx, id)
+				if cerr != nil {
+					n.log.Error("webhook: complete entry", "id", id, "err", cerr)
+				}
+				completing <- cerr == nil
+			}(q.e.ID)
+			continue
+		}
+		completing <- true
+		switch {
 		case ctx.Err() != nil:
 			return
 		case errors.Is(err, errGone):
@@ -219,7 +237,6 @@ func (n *Notifier) send(ctx context.Context, d delivery) error {
 // sent to it, not even subscription-ended.
 func (n *Notifier) gone(ctx context.Context, q queued) {
 	id := q.d.Subscription
-	n.stats.Gone.Add(1)
 	n.log.Info("webhook: sink is gone; subscription ends", "subscription", id, "sink", q.d.Sink)
 	unlock := n.lock(id)
 	defer unlock()
@@ -234,7 +251,9 @@ func (n *Notifier) gone(ctx context.Context, q queued) {
 	}
 	if err := n.purge(ctx, id, true); err != nil {
 		n.log.Error("webhook: drop events", "subscription", id, "err", err)
+		return
 	}
+	n.stats.Gone.Add(1)
 }
 
 // purge drops the queued events of subscription id; lifecycle events
@@ -254,6 +273,7 @@ func (n *Notifier) purge(ctx context.Context, id string, all bool) error {
 		}
 		n.stats.Dropped.Add(1)
 	}
+	n.purges.Add(1) // after the removals: see round
 	return nil
 }
 

@@ -134,8 +134,9 @@ const (
 	testToken  = "sink-token-123"
 )
 
-// newFixture starts a notifier; wrap, if given, wraps the store it uses.
-func newFixture(t testing.TB, cfg Config, wrap ...func(Store) Store) *fixture {
+// buildFixture returns a fixture whose notifier does not run yet; wrap,
+// if given, wraps the store it uses.
+func buildFixture(t testing.TB, cfg Config, wrap ...func(Store) Store) *fixture {
 	t.Helper()
 	st, err := pebble.Open(t.TempDir(), pebble.Options{})
 	if err != nil {
@@ -161,12 +162,24 @@ func newFixture(t testing.TB, cfg Config, wrap ...func(Store) Store) *fixture {
 	if f.n, err = New(use, cfg, log, f.clk.Now); err != nil {
 		t.Fatal(err)
 	}
+	f.doc = loadDoc(t)
+	return f
+}
+
+// newFixture returns a fixture whose notifier runs until the test ends.
+func newFixture(t testing.TB, cfg Config, wrap ...func(Store) Store) *fixture {
+	t.Helper()
+	f := buildFixture(t, cfg, wrap...)
+	f.run()
+	return f
+}
+
+// run starts the notifier's deliverer until the test ends.
+func (f *fixture) run() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = f.n.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	f.doc = loadDoc(t)
-	return f
+	f.t.Cleanup(func() { cancel(); <-done })
 }
 
 var (

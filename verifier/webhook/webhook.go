@@ -210,6 +210,9 @@ type Notifier struct {
 	locks  [64]sync.Mutex
 	wake   chan struct{}
 	stats  Stats
+	// purges counts purges of queued events (delete, 410): entries read
+	// before one may be gone from the outbox.
+	purges atomic.Uint64
 }
 
 // New returns a notifier. now is the clock (time.Now in production).
