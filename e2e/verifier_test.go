@@ -304,6 +304,46 @@ func TestSwapBlocksAtNetworkAndAlerts(t *testing.T) {
 	}
 }
 
+// An operator's command reaches the device on its command topic, signed
+// with the key the device got at enrolment.
+func TestCommandReachesDevice(t *testing.T) {
+	v, _, gw := setup(t)
+	got := make(chan []byte, 1)
+	tok := gw.client.Subscribe(protocol.CommandTopic(gw.id), 1, func(_ mqtt.Client, m mqtt.Message) {
+		select {
+		case got <- m.Payload():
+		default:
+		}
+	})
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe to the command topic: %v", tok.Error())
+	}
+	v.admin.must("POST", "/admin/v1/devices/"+gw.id+"/commands", map[string]string{"kind": "report_now"}, nil)
+	select {
+	case payload := <-got:
+		c, err := protocol.DecodeCommand(payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := protocol.VerifyCommand(gw.creds.CommandKey, c); err != nil || c.Kind != protocol.CommandReportNow {
+			t.Errorf("command %+v: %v", c, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no command on the device's topic")
+	}
+	// Another device's command topic is not this device's to read.
+	tok = gw.client.Subscribe(protocol.CommandTopic("gw-someone-else"), 1, func(mqtt.Client, mqtt.Message) {})
+	if tok.WaitTimeout(10*time.Second) && tok.Error() == nil {
+		if st, ok := tok.(*mqtt.SubscribeToken); ok {
+			for _, code := range st.Result() {
+				if code != 0x80 {
+					t.Errorf("subscription to another device's command topic granted with QoS %d", code)
+				}
+			}
+		}
+	}
+}
+
 func metrics(t *testing.T, v *verifier) string {
 	resp, err := httpGet("http://" + v.httpAddr + "/metrics")
 	if err != nil {

@@ -74,6 +74,8 @@ func Handler(svc *service.Service, opts Options, log *slog.Logger) http.Handler 
 	admin("POST /admin/v1/cards/{iccid}/block", a.block)
 	admin("POST /admin/v1/cards/{iccid}/resume", a.resume)
 	admin("GET /admin/v1/cards/{iccid}/history", a.history)
+	admin("GET /admin/v1/devices/{id}", a.getDevice)
+	admin("POST /admin/v1/devices/{id}/commands", a.sendCommand)
 	for _, r := range opts.Routes {
 		h := r.Handler
 		if r.Operator {
@@ -360,6 +362,42 @@ func (a *api) history(w http.ResponseWriter, r *http.Request) {
 		h = []verifier.HistoryEntry{}
 	}
 	writeJSON(w, 200, h)
+}
+
+func (a *api) getDevice(w http.ResponseWriter, r *http.Request) {
+	d, err := a.svc.Device(r.Context(), "", r.PathValue("id"))
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, 200, d)
+}
+
+// sendCommand signs and publishes a command: {"kind": "report_now" |
+// "radio_off" | "radio_on", "ttl": "5m"}.
+func (a *api) sendCommand(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Kind protocol.CommandKind `json:"kind"`
+		TTL  string               `json:"ttl"`
+	}
+	if !readJSON(w, r, &req) {
+		return
+	}
+	var ttl time.Duration
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("ttl %q: want a duration such as 5m", req.TTL))
+			return
+		}
+		ttl = d
+	}
+	c, err := a.svc.SendCommand(r.Context(), "", r.PathValue("id"), req.Kind, ttl, "operator")
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, c)
 }
 
 // fail maps service errors to status codes.

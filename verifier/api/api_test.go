@@ -3,6 +3,7 @@ package api_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
@@ -15,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,9 +36,13 @@ const (
 
 // server runs the admin API over a real Pebble store.
 type server struct {
-	t     *testing.T
-	url   string
-	ready error
+	t      *testing.T
+	url    string
+	ready  error
+	cmdKey ed25519.PublicKey
+
+	mu        sync.Mutex
+	published map[string][][]byte // device → command payloads
 }
 
 func newServer(t *testing.T, routes ...api.Route) *server {
@@ -48,9 +54,16 @@ func newServer(t *testing.T, routes ...api.Route) *server {
 	t.Cleanup(func() { _ = store.Close() })
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	in := ingest.New(store, log, time.Now)
-	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	svc := service.New(store, in, service.Config{CommandKey: key, BrokerURL: func() string { return "tcp://127.0.0.1:1883" }}, log, time.Now)
-	s := &server{t: t}
+	pub, key, _ := ed25519.GenerateKey(rand.Reader)
+	s := &server{t: t, cmdKey: pub, published: map[string][][]byte{}}
+	publish := func(_ context.Context, device string, payload []byte) error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.published[device] = append(s.published[device], payload)
+		return nil
+	}
+	svc := service.New(store, in, service.Config{CommandKey: key, BrokerURL: func() string { return "tcp://127.0.0.1:1883" },
+		PublishCommand: publish}, log, time.Now)
 	h := api.Handler(svc, api.Options{OperatorTokenHash: api.HashToken(operatorToken), BrokerURL: "tcp://127.0.0.1:1883",
 		Ready: func() error { return s.ready }, Routes: routes}, log)
 	hs := httptest.NewServer(h)
@@ -340,6 +353,59 @@ func TestEnrolmentAndSubscribers(t *testing.T) {
 		if code == http.StatusCreated && (resp.DeviceID == "" || resp.Username == "" || resp.Password == "" || resp.BrokerURL == "" ||
 			len(resp.CommandKey) != ed25519.PublicKeySize) {
 			t.Errorf("enrol response %+v", resp)
+		}
+	}
+}
+
+func TestDevicesAndCommands(t *testing.T) {
+	s := newServer(t)
+	s.op("POST", "/admin/v1/tenants", map[string]string{"id": "acme"}, nil)
+	var tok struct{ Token string }
+	s.op("POST", "/admin/v1/tenants/acme/enrollment-tokens", map[string]string{}, &tok)
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	var creds protocol.EnrollResponse
+	if code := s.call("POST", protocol.EnrollPath, "", protocol.EnrollRequest{Version: 1, Token: tok.Token, PublicKey: pub, IMEI: imeiA}, &creds); code != http.StatusCreated {
+		t.Fatalf("enrol: %d", code)
+	}
+	var dev service.DeviceView
+	if code := s.op("GET", "/admin/v1/devices/"+creds.DeviceID, nil, &dev); code != 200 || dev.Tenant != "acme" || dev.IMEI != imeiA || dev.Flagged {
+		t.Errorf("device: %d %+v", code, dev)
+	}
+	base := "/admin/v1/devices/" + creds.DeviceID + "/commands"
+	cases := []struct {
+		name, path string
+		body       any
+		want       int
+	}{
+		{"unknown device", "/admin/v1/devices/gw-0000000000000000/commands", map[string]string{"kind": "report_now"}, http.StatusNotFound},
+		{"malformed device id", "/admin/v1/devices/a.b/commands", map[string]string{"kind": "report_now"}, http.StatusNotFound},
+		{"unknown kind", base, map[string]string{"kind": "self_destruct"}, http.StatusBadRequest},
+		{"bad ttl", base, map[string]string{"kind": "report_now", "ttl": "later"}, http.StatusBadRequest},
+		{"ttl too long", base, map[string]string{"kind": "report_now", "ttl": "48h"}, http.StatusBadRequest},
+		{"report now", base, map[string]string{"kind": "report_now"}, http.StatusAccepted},
+		{"radio off", base, map[string]string{"kind": "radio_off", "ttl": "30s"}, http.StatusAccepted},
+	}
+	for _, tc := range cases {
+		if code := s.op("POST", tc.path, tc.body, nil); code != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, code, tc.want)
+		}
+	}
+	s.mu.Lock()
+	sent := s.published[creds.DeviceID]
+	s.mu.Unlock()
+	if len(sent) != 2 {
+		t.Fatalf("%d commands published, want 2", len(sent))
+	}
+	for i, kind := range []protocol.CommandKind{protocol.CommandReportNow, protocol.CommandRadioOff} {
+		c, err := protocol.DecodeCommand(sent[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Kind != kind || c.DeviceID != creds.DeviceID || !c.Expires.After(c.Issued) {
+			t.Errorf("command %d: %+v", i, c)
+		}
+		if err := protocol.VerifyCommand(creds.CommandKey, c); err != nil {
+			t.Errorf("command %d does not verify with the key given at enrolment: %v", i, err)
 		}
 	}
 }

@@ -84,7 +84,11 @@ func Run(ctx context.Context, cfg config.Config, openStore OpenStore, log *slog.
 	in := ingest.New(store, log.With("part", "ingest"), now)
 	var brk *broker.Broker
 	brokerURL := func() string { return cfg.BrokerURL(brk.MQTTAddr()) }
-	svc := service.New(store, in, service.Config{CommandKey: cmdKey, BrokerURL: brokerURL}, log.With("part", "service"), now)
+	publishCommand := func(ctx context.Context, device string, payload []byte) error {
+		return brk.PublishCommand(ctx, device, payload)
+	}
+	svc := service.New(store, in, service.Config{CommandKey: cmdKey, BrokerURL: brokerURL, PublishCommand: publishCommand},
+		log.With("part", "service"), now)
 
 	mqttHost, mqttPort, err := splitHostPort(cfg.MQTT.Listen)
 	if err != nil {

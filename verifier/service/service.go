@@ -49,6 +49,8 @@ type Config struct {
 	CACertPEM string
 	// CommandKey signs commands to devices.
 	CommandKey ed25519.PrivateKey
+	// PublishCommand sends a signed command to a device's command topic.
+	PublishCommand func(ctx context.Context, deviceID string, payload []byte) error
 }
 
 // Service is the verifier's application layer.

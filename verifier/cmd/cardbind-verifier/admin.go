@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cardbind/cardbind/protocol"
 	"github.com/cardbind/cardbind/verifier"
 	"github.com/cardbind/cardbind/verifier/oauth"
 )
@@ -43,6 +44,9 @@ Operator commands, over the verifier's admin API.
   block ICCID | resume ICCID              block or resume a card by hand
   history ICCID [--json]                  a card's history, one entry a line
   alerts --tenant T [--client-id ID]      watch T's alerts over MQTT, one line each
+  device ID                               show an enrolled device (flagged: its IMEI changed)
+  command ID report-now|radio-off|radio-on [--ttl 5m]
+                                          send a signed command to a device
 
 --url defaults to $CARDBIND_URL or http://127.0.0.1:8080; the operator
 credential is read from --token-file (default ./data/operator-token) or
@@ -94,6 +98,13 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return c.deviceToken(ctx, rest)
 	case "alerts":
 		return c.alerts(ctx, rest)
+	case "device":
+		if len(rest) != 1 {
+			return errors.New("device: want exactly one device id")
+		}
+		return c.call(ctx, http.MethodGet, "/admin/v1/devices/"+url.PathEscape(rest[0]), nil)
+	case "command":
+		return c.command(ctx, rest)
 	case "import":
 		return c.importCards(ctx, rest)
 	case "card":
@@ -506,4 +517,27 @@ func (c *adminClient) history(ctx context.Context, args []string) error {
 		fmt.Fprintln(c.out)
 	}
 	return nil
+}
+
+// command sends a signed command to a device.
+func (c *adminClient) command(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("command", flag.ContinueOnError)
+	ttl := fs.Duration("ttl", 0, "how long the device may act on it (default 5m)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 2 {
+		return errors.New("command: want a device id and report-now, radio-off or radio-on")
+	}
+	kinds := map[string]protocol.CommandKind{"report-now": protocol.CommandReportNow,
+		"radio-off": protocol.CommandRadioOff, "radio-on": protocol.CommandRadioOn}
+	kind, ok := kinds[fs.Arg(1)]
+	if !ok {
+		return fmt.Errorf("command: %q: want report-now, radio-off or radio-on", fs.Arg(1))
+	}
+	body := map[string]any{"kind": kind}
+	if *ttl > 0 {
+		body["ttl"] = ttl.String()
+	}
+	return c.call(ctx, http.MethodPost, "/admin/v1/devices/"+url.PathEscape(fs.Arg(0))+"/commands", body)
 }
