@@ -364,7 +364,7 @@ func encodeAccounting(s *Session, status rfc2866.AcctStatusType, id byte, nas st
 	if status == rfc2866.AcctStatusType_Value_Stop {
 		cause := terminateUser
 		switch s.EndCause {
-		case EndBlocked:
+		case EndBlocked, EndRefused:
 			cause = terminateAdmin
 		case EndMoved:
 			cause = terminateLostSvc

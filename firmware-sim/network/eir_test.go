@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -218,3 +219,29 @@ func TestSessionEvents(t *testing.T) {
 }
 
 func attachErr(_ AttachResult, err error) error { return err }
+
+// A device the EIR turns away while the card is attached in it (the card
+// was blocked meanwhile) loses its session as refused.
+func TestEIRRefusesAttachedDevice(t *testing.T) {
+	var black atomic.Bool
+	eirSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if black.Load() {
+			_, _ = w.Write([]byte(`{"status":"BLACKLISTED"}`))
+			return
+		}
+		_, _ = w.Write([]byte(`{"status":"WHITELISTED"}`))
+	}))
+	t.Cleanup(eirSrv.Close)
+	rec := &sessionRecorder{}
+	n := New(Options{EIR: NewEIRClient(eirSrv.URL, nil), Sessions: rec})
+	ctx := t.Context()
+	for _, b := range []bool{false, true} {
+		black.Store(b)
+		if _, err := n.Attach(ctx, AttachRequest{ICCID: iccid(1), IMSI: imsi(1), IMEI: imei(1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := strings.Join(rec.events(), ","); got != "start "+imei(1)+",stop "+imei(1)+" refused" {
+		t.Errorf("sessions: %s", got)
+	}
+}

@@ -448,9 +448,13 @@ func (n *Network) refuseEquipment(spec CardSpec, imei string) AttachResult {
 			EquipmentStatus: EquipmentBlacklisted}
 	}
 	if e.card.IMEI != imei || e.card.Attached {
+		end := EndRefused
+		if e.card.IMEI != imei {
+			end = EndMoved
+		}
 		e.card.IMEI = imei
 		e.card.Attached = false
-		n.endSession(e, EndMoved)
+		n.endSession(e, end)
 		n.touch(e)
 	}
 	return AttachResult{Result: ResultDenied, Cause: cause, Card: e.card, EquipmentStatus: EquipmentBlacklisted}

@@ -59,6 +59,7 @@ const (
 	EndDetach  EndCause = "detach"  // the device detached
 	EndBlocked EndCause = "blocked" // the operator blocked the card
 	EndMoved   EndCause = "moved"   // the card attached in another device
+	EndRefused EndCause = "refused" // the EIR refused the device the card was in
 )
 
 // SessionObserver is told when data sessions start and stop: the
