@@ -30,6 +30,17 @@ type Config struct {
 
 // Modem says where the modem is and how far the verifier may drive it.
 type Modem struct {
+	// Source is where the identity is read: "at" (AT commands on Port) or
+	// "modemmanager" (ModemManager over D-Bus, for gateways where it owns
+	// the modem and its AT port is not free).
+	Source string `toml:"source"`
+	// DBusAddress is the bus of the modemmanager source; empty means the
+	// system bus.
+	DBusAddress string `toml:"dbus_address"`
+	// Select picks one modem of several for the modemmanager source: its
+	// object path, IMEI, sysfs device or primary port; empty means the
+	// first.
+	Select string `toml:"select"`
 	// Port is the modem's AT port, e.g. /dev/ttyUSB2 (a udev symlink is
 	// better: USB numbering changes).
 	Port string `toml:"port"`
@@ -84,8 +95,9 @@ type Log struct {
 // Default returns the configuration that runs out of the box.
 func Default() Config {
 	return Config{
-		StateDir: "/var/lib/cardbind-agent",
+		StateDir: "/var/lib/cardbind",
 		Modem: Modem{
+			Source:       "at",
 			Port:         "/dev/ttyUSB2",
 			Baud:         115200,
 			RadioTimeout: 30 * time.Second,
@@ -140,8 +152,14 @@ func (c *Config) Validate() error {
 	if c.StateDir == "" {
 		return errors.New("config: state_dir: required")
 	}
-	if c.Modem.Port == "" {
-		return errors.New("config: modem.port: required")
+	switch c.Modem.Source {
+	case "at":
+		if c.Modem.Port == "" {
+			return errors.New("config: modem.port: required with modem.source \"at\"")
+		}
+	case "modemmanager":
+	default:
+		return fmt.Errorf("config: modem.source: %q: want at or modemmanager", c.Modem.Source)
 	}
 	if c.Modem.Baud < 300 || c.Modem.Baud > 4_000_000 {
 		return fmt.Errorf("config: modem.baud: %d: want 300 to 4000000", c.Modem.Baud)

@@ -26,6 +26,9 @@ func TestParse(t *testing.T) {
 		{name: "full", toml: `
 state_dir = "/tmp/s"
 [modem]
+source = "modemmanager"
+dbus_address = "unix:path=/run/dbus/system_bus_socket"
+select = "cdc-wdm0"
 port = "/dev/ttyQ"
 baud = 9600
 radio_timeout = "45s"
@@ -45,7 +48,8 @@ limit = 50
 level = "debug"
 format = "json"
 `, check: func(c Config) bool {
-			return c.StateDir == "/tmp/s" && c.Modem.Port == "/dev/ttyQ" && c.Modem.Baud == 9600 &&
+			return c.StateDir == "/tmp/s" && c.Modem.Source == "modemmanager" && c.Modem.Select == "cdc-wdm0" &&
+				c.Modem.DBusAddress == "unix:path=/run/dbus/system_bus_socket" && c.Modem.Port == "/dev/ttyQ" && c.Modem.Baud == 9600 &&
 				c.Modem.RadioTimeout == 45*time.Second && c.Modem.AllowRadio && c.Modem.ReopenMax == 5*time.Second &&
 				c.Report.Heartbeat == time.Minute && c.Report.Poll == 10*time.Second &&
 				c.Report.BrokerURL == "ssl://iot.example.net:8883" && c.Report.KeepAlive == 30*time.Second &&
@@ -86,6 +90,7 @@ func TestValidateNamesTheKey(t *testing.T) {
 	}{
 		{"state_dir", func(c *Config) { c.StateDir = "" }},
 		{"modem.port", func(c *Config) { c.Modem.Port = "" }},
+		{"modem.source", func(c *Config) { c.Modem.Source = "qmi" }},
 		{"modem.baud", func(c *Config) { c.Modem.Baud = 7 }},
 		{"modem.radio_timeout", func(c *Config) { c.Modem.RadioTimeout = 0 }},
 		{"modem.reopen_max", func(c *Config) { c.Modem.ReopenMax = time.Nanosecond }},
@@ -109,6 +114,15 @@ func TestValidateNamesTheKey(t *testing.T) {
 				t.Errorf("Validate = %v, want an error naming %s", err, tc.key)
 			}
 		})
+	}
+}
+
+// The modemmanager source needs no AT port.
+func TestModemManagerNeedsNoPort(t *testing.T) {
+	c := Default()
+	c.Modem.Source, c.Modem.Port = "modemmanager", ""
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
 	}
 }
 

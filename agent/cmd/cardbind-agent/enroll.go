@@ -55,6 +55,7 @@ func enroll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	port := fs.String("port", def.Modem.Port, "modem AT port `path` to read the IMEI from (modem.port)")
 	baud := fs.Int("baud", def.Modem.Baud, "serial speed (modem.baud)")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long the modem and the verifier may take to answer")
+	src := fs.String("source", def.Modem.Source, "read the IMEI over `at` (--port) or through modemmanager (modem.source)")
 	force := fs.Bool("force", false, "enrol again although this gateway is already enrolled")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -67,6 +68,8 @@ func enroll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			c.Modem.Port = *port
 		case "baud":
 			c.Modem.Baud = *baud
+		case "source":
+			c.Modem.Source = *src
 		}
 	})
 	if err != nil {
@@ -97,7 +100,7 @@ func enroll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var lv slog.LevelVar
 	lv.Set(slog.LevelWarn)
 	log := newLogger(stderr, "text", &lv)
-	id, err := readIdentity(ctx, cfg.Modem.Port, cfg.Modem.Baud, *timeout, log)
+	id, err := readIdentity(ctx, cfg.Modem, *timeout, log)
 	if err != nil {
 		return err
 	}

@@ -15,11 +15,9 @@ import (
 	"time"
 
 	"github.com/cardbind/cardbind/agent"
-	"github.com/cardbind/cardbind/agent/atmodem"
 	"github.com/cardbind/cardbind/agent/config"
 	"github.com/cardbind/cardbind/agent/outbox"
 	"github.com/cardbind/cardbind/agent/report"
-	"github.com/cardbind/cardbind/agent/serialport"
 	"github.com/cardbind/cardbind/agent/state"
 )
 
@@ -36,8 +34,11 @@ Every setting has a default; a TOML file (--config) overrides them and the
 flags below override the file. The configuration is checked at start and
 an error names the key. Keys (defaults in brackets):
 
-  state_dir             key, credentials, sequence, outbox [/var/lib/cardbind-agent]
+  state_dir             key, credentials, sequence, outbox [/var/lib/cardbind]
   [modem]
+  source                at (AT commands on port) or modemmanager (D-Bus) [at]
+  dbus_address          bus of the modemmanager source [the system bus]
+  select                modemmanager: which modem (path, IMEI, device, port)
   port                  AT port [/dev/ttyUSB2]
   baud                  serial speed [115200]
   radio_timeout         bound of AT+CFUN=4/1 [30s]
@@ -68,16 +69,18 @@ Flags:
 
 // runFlags are the flags of "run"; set records which ones were given.
 type runFlags struct {
-	file, port, stateDir, level, broker string
-	baud                                int
-	heartbeat, poll                     time.Duration
-	allowRadio                          bool
+	file, port, stateDir, level, broker, source string
+	baud                                        int
+	heartbeat, poll                             time.Duration
+	allowRadio                                  bool
 }
 
 func (f *runFlags) apply(c *config.Config, name string) {
 	switch name {
 	case "port":
 		c.Modem.Port = f.port
+	case "source":
+		c.Modem.Source = f.source
 	case "baud":
 		c.Modem.Baud = f.baud
 	case "state-dir":
@@ -103,6 +106,7 @@ func daemon(ctx context.Context, args []string, stderr io.Writer) error {
 	var f runFlags
 	fs.StringVar(&f.file, "config", "", "TOML configuration `file`, e.g. /etc/cardbind/agent.toml")
 	fs.StringVar(&f.port, "port", def.Modem.Port, "modem AT port `path` (modem.port)")
+	fs.StringVar(&f.source, "source", def.Modem.Source, "read the modem over `at` (the port) or through modemmanager (modem.source)")
 	fs.IntVar(&f.baud, "baud", def.Modem.Baud, "serial speed (modem.baud)")
 	fs.StringVar(&f.stateDir, "state-dir", def.StateDir, "state `directory` (state_dir)")
 	fs.StringVar(&f.level, "log-level", def.Log.Level, "debug, info, warn or error (log.level)")
@@ -172,7 +176,7 @@ type daemonParts struct {
 	deviceID  string
 	brokerURL string
 	box       *outbox.Outbox
-	modem     *atmodem.Modem
+	modem     source
 	link      *report.Link
 	agent     *agent.Agent
 }
@@ -215,12 +219,7 @@ func newDaemon(cfg config.Config, log *slog.Logger) (*daemonParts, error) {
 	if cfg.Report.BrokerURL != "" {
 		brokerURL = cfg.Report.BrokerURL
 	}
-	m, err := atmodem.New(atmodem.Config{
-		Open:         serialport.Opener(cfg.Modem.Port, cfg.Modem.Baud),
-		RadioTimeout: cfg.Modem.RadioTimeout,
-		MaxBackoff:   cfg.Modem.ReopenMax,
-		Logger:       log.With("part", "modem"),
-	})
+	m, err := newSource(cfg.Modem, log.With("part", "modem"))
 	if err != nil {
 		return nil, err
 	}
