@@ -118,6 +118,9 @@ type Options struct {
 	EIR EquipmentChecker
 	// Logger logs EIR failures; nil discards.
 	Logger *slog.Logger
+	// Cell, if set, is the serving cell of attaches that name none (the
+	// simulated modems do not), for the accounting's location.
+	Cell *Cell
 }
 
 // Network is the in-memory simulated operator network. It is safe for
@@ -129,6 +132,7 @@ type Network struct {
 	sessions SessionObserver
 	eir      EquipmentChecker
 	log      *slog.Logger
+	cell     *Cell
 
 	mu         sync.Mutex
 	cards      map[string]*entry
@@ -145,7 +149,7 @@ type entry struct {
 // New returns an empty network.
 func New(opts Options) *Network {
 	n := &Network{strict: opts.Strict, now: opts.Now, pool: opts.Pool, cards: map[string]*entry{},
-		sessions: opts.Sessions, eir: opts.EIR, log: opts.Logger}
+		sessions: opts.Sessions, eir: opts.EIR, log: opts.Logger, cell: opts.Cell}
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
 	}
@@ -385,7 +389,11 @@ func (n *Network) attach(spec CardSpec, req AttachRequest) (AttachResult, error)
 		n.endSession(e, EndMoved)
 		e.card.Attached = true
 		e.card.IMEI = req.IMEI
-		n.startSession(e, req.Cell)
+		cell := req.Cell
+		if cell == nil {
+			cell = n.cell
+		}
+		n.startSession(e, cell)
 		n.touch(e)
 	}
 	return AttachResult{Result: ResultRegistered, IP: e.card.IP, Card: e.card}, nil

@@ -3,6 +3,8 @@ package network
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -16,6 +18,25 @@ type Cell struct {
 	TAC uint16 `json:"tac"`
 	// ECI is the E-UTRAN cell identity (28 bits: eNodeB id and cell).
 	ECI uint32 `json:"eci"`
+}
+
+// ParseCell parses a cell written MCC-MNC-TAC-ECI in decimal, e.g.
+// "460-03-6699-27446212".
+func ParseCell(s string) (*Cell, error) {
+	f := strings.Split(s, "-")
+	if len(f) != 4 {
+		return nil, fmt.Errorf("%w: cell %q: want MCC-MNC-TAC-ECI", ErrInvalid, s)
+	}
+	tac, err1 := strconv.ParseUint(f[2], 10, 16)
+	eci, err2 := strconv.ParseUint(f[3], 10, 32)
+	if err1 != nil || err2 != nil {
+		return nil, fmt.Errorf("%w: cell %q: TAC is 0-65535, ECI 28 bits", ErrInvalid, s)
+	}
+	c := &Cell{MCC: f[0], MNC: f[1], TAC: uint16(tac), ECI: uint32(eci)}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 func (c *Cell) validate() error {

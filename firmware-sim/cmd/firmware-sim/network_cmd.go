@@ -68,6 +68,7 @@ func runNetwork(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	radiusSecret := fs.String("radius-secret", "", "RADIUS shared `secret` (required with --radius)")
 	nasID := fs.String("nas-id", "firmware-sim", "NAS-Identifier of the accounting")
 	interim := fs.Duration("interim", 30*time.Second, "Interim-Update period; 0 sends none")
+	cellFlag := fs.String("cell", "", "serving `cell` MCC-MNC-TAC-ECI (e.g. 460-03-6699-27446212) of attaches that name none, for the accounting's location")
 	eirURL := fs.String("eir", "", "base `URL` of an equipment identity register to ask on every attach, e.g. http://127.0.0.1:8080")
 	if err := parse(fs, args, stdout); err != nil {
 		return err
@@ -85,6 +86,12 @@ func runNetwork(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("listen: %w", err)
 	}
 	opts := network.Options{Strict: *strict, Pool: prefix, Logger: log}
+	if *cellFlag != "" {
+		if opts.Cell, err = network.ParseCell(*cellFlag); err != nil {
+			ln.Close()
+			return fmt.Errorf("--cell: %w", err)
+		}
+	}
 	if *eirURL != "" {
 		u, err := url.Parse(*eirURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

@@ -14,6 +14,7 @@ func TestNetworkFlagErrors(t *testing.T) {
 		{[]string{"--radius", "127.0.0.1:1813"}, "--radius needs --radius-secret"},
 		{[]string{"--eir", "ftp://x"}, "--eir"},
 		{[]string{"--eir", "127.0.0.1:8080"}, "want http(s)://host:port"},
+		{[]string{"--cell", "460-03-6699"}, "--cell"},
 	}
 	for _, tt := range tests {
 		var stdout, stderr bytes.Buffer
