@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cardbind/cardbind/verifier"
@@ -83,24 +84,24 @@ func (n *Notifier) round(ctx context.Context, sem chan struct{}, wg *sync.WaitGr
 	}
 	now := n.now()
 	var order []string
-	groups := map[string][]queued{}
+	groups := map[string][]verifier.OutboxEntry{}
 	for _, e := range entries {
-		var d delivery
-		if err := json.Unmarshal(e.Payload, &d); err != nil || d.Subscription == "" {
-			n.log.Error("webhook: undecodable entry dropped", "id", e.ID, "err", err)
+		sub, ok := subOf(e.ID)
+		if !ok {
+			n.log.Error("webhook: entry of no subscription dropped", "id", e.ID)
 			_ = n.store.CompleteOutbox(ctx, e.ID)
 			n.stats.Dropped.Add(1)
 			continue
 		}
-		if _, ok := groups[d.Subscription]; !ok {
-			order = append(order, d.Subscription)
+		if _, ok := groups[sub]; !ok {
+			order = append(order, sub)
 		}
-		groups[d.Subscription] = append(groups[d.Subscription], queued{e, d})
+		groups[sub] = append(groups[sub], e)
 	}
 	var next time.Time
 	for _, sub := range order {
 		g := groups[sub]
-		if nb := g[0].e.NotBefore; nb.After(now) {
+		if nb := g[0].NotBefore; nb.After(now) {
 			if next.IsZero() || nb.Before(next) {
 				next = nb
 			}
@@ -135,6 +136,14 @@ func (n *Notifier) round(ctx context.Context, sem chan struct{}, wg *sync.WaitGr
 	return next, nil
 }
 
+// subOf returns the subscription of an entry, from its id
+// ("wh-<subscription>-<event>"), without decoding the payload.
+func subOf(entryID string) (string, bool) {
+	rest, ok := strings.CutPrefix(entryID, "wh-")
+	sub, _, ok2 := strings.Cut(rest, "-")
+	return sub, ok && ok2 && sub != ""
+}
+
 type queued struct {
 	e verifier.OutboxEntry
 	d delivery
@@ -142,35 +151,46 @@ type queued struct {
 
 // deliverAll delivers one subscription's entries in order, stopping at
 // the first that fails, or when events were purged since the entries were
-// read (they may be among them). A delivered entry's removal from the
-// outbox (a synced write) overlaps with sending the next one; a crash
-// before the removal is durable sends the event again, which
-// at-least-once allows.
-func (n *Notifier) deliverAll(ctx context.Context, g []queued, purges uint64) {
-	completing := make(chan bool, 1) // the previous removal's outcome
-	completing <- true
-	defer func() { <-completing }()
-	for _, q := range g {
-		if ctx.Err() != nil || q.e.NotBefore.After(n.now()) || n.purges.Load() != purges {
+// read (they may be among them). The removals of delivered entries from
+// the outbox (synced writes) run behind the sends, up to maxCompleting at
+// once, so that the store's sync latency does not pace the sink; a crash
+// before a removal is durable sends that event again, which at-least-once
+// allows.
+func (n *Notifier) deliverAll(ctx context.Context, g []verifier.OutboxEntry, purges uint64) {
+	const maxCompleting = 32
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	sem := make(chan struct{}, maxCompleting)
+	var failed atomic.Bool
+	for _, e := range g {
+		if ctx.Err() != nil || e.NotBefore.After(n.now()) || n.purges.Load() != purges || failed.Load() {
 			return
 		}
-		err := n.send(ctx, q.d)
-		if ok := <-completing; !ok {
-			completing <- false
-			return
-		}
-		if err == nil {
-			n.stats.Delivered.Add(1)
-			go func(id string) {
-				cerr := n.store.CompleteOutbox(ctx, id)
-				if cerr != nil {
-					n.log.Error("webhook: complete entry", "id", id, "err", cerr)
-				}
-				completing <- cerr == nil
-			}(q.e.ID)
+		q := queued{e: e}
+		if err := json.Unmarshal(e.Payload, &q.d); err != nil || q.d.Sink == "" {
+			n.log.Error("webhook: undecodable entry dropped", "id", e.ID, "err", err)
+			if cerr := n.store.CompleteOutbox(ctx, e.ID); cerr != nil {
+				return
+			}
+			n.stats.Dropped.Add(1)
 			continue
 		}
-		completing <- true
+		err := n.send(ctx, q.d)
+		if err == nil {
+			n.stats.Delivered.Add(1)
+			sem <- struct{}{}
+			wg.Add(1)
+			go func(id string) {
+				defer wg.Done()
+				defer func() { <-sem }()
+				if cerr := n.store.CompleteOutbox(ctx, id); cerr != nil {
+					n.log.Error("webhook: complete entry", "id", id, "err", cerr)
+					failed.Store(true)
+				}
+			}(e.ID)
+			continue
+		}
+		wg.Wait() // the delivered entries before this one are removed first
 		switch {
 		case ctx.Err() != nil:
 			return

@@ -30,6 +30,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -259,8 +260,8 @@ func NewID() string {
 // event and, when asked for and the card is in a mismatch now, an initial
 // imei-change event. The caller fills in everything but the counters.
 func (n *Notifier) Create(ctx context.Context, s *Subscription) error {
-	if s.ID == "" || s.ICCID == "" || s.Owner == "" {
-		return errors.New("webhook: create: subscription without id, card or owner")
+	if s.ID == "" || strings.Contains(s.ID, "-") || s.ICCID == "" || s.Owner == "" {
+		return errors.New("webhook: create: subscription without id (or with a '-' in it), card or owner")
 	}
 	defer n.lock(s.ID)()
 	now := n.now()
