@@ -42,6 +42,7 @@ type agentRig struct {
 	agents      []*proc // every agent process started, in order
 	stateDir    string
 	configPath  string
+	allowRadio  bool // modem.allow_radio in the agent's configuration
 }
 
 // imeiWithCheck appends the Luhn check digit to digits.
@@ -101,6 +102,7 @@ func (r *agentRig) writeConfig(heartbeat string) {
 [modem]
 port = %q
 reopen_max = "500ms"
+allow_radio = %v
 [report]
 heartbeat = %q
 poll = "2s"
@@ -109,7 +111,7 @@ max_backoff = "500ms"
 flush_timeout = "2s"
 [log]
 level = "debug"
-`, r.stateDir, r.link, heartbeat)
+`, r.stateDir, r.link, r.allowRadio, heartbeat)
 	if err := os.WriteFile(r.configPath, []byte(cfg), 0o600); err != nil {
 		r.t.Fatal(err)
 	}
@@ -378,6 +380,93 @@ func agentStory(t *testing.T, r *agentRig) {
 	if !strings.Contains(r.agent.output(), "msg=stopped queued=0") {
 		t.Errorf("agent did not stop with an empty outbox:\n%s", grepLines(r.agent.output(), "msg=stop"))
 	}
+}
+
+// The verifier's radio commands reach the real agent, which takes the
+// modem's radio down (AT+CFUN=4) and up again, keeps it down across a modem
+// reboot, and acknowledges each command in its next report.
+func TestAgentRadioCommand(t *testing.T) {
+	network, netURL := startNetwork(t)
+	v := startVerifier(t, t.TempDir(), netURL)
+	v.admin.must("POST", "/admin/v1/tenants", map[string]string{"id": "fleet"}, nil)
+	r := newRig(t, v, network, "simcom", 8)
+	r.allowRadio = true
+	r.writeConfig("10m")
+	r.enroll()
+	var dev struct {
+		DeviceID string `json:"device_id"`
+	}
+	if err := json.Unmarshal(readFileBytes(t, filepath.Join(r.stateDir, "credentials.json")), &dev); err != nil {
+		t.Fatal(err)
+	}
+	begin := time.Now()
+	r.run()
+	r.seenAfter(r.home, begin, 20*time.Second)
+
+	var modem struct {
+		CFUN         int `json:"cfun"`
+		Boots        int `json:"boots"`
+		Registration struct {
+			Stat int `json:"stat"`
+		} `json:"registration"`
+	}
+	state := func() {
+		r.control.must("GET", "/state", nil, &modem)
+	}
+	command := func(kind string) time.Time {
+		at := time.Now()
+		r.admin.must("POST", "/admin/v1/devices/"+dev.DeviceID+"/commands", map[string]string{"kind": kind}, nil)
+		return at
+	}
+	requested := func(after time.Time) bool {
+		for _, rep := range r.reports() {
+			if rep.reason == "requested" && rep.at.After(after) {
+				return true
+			}
+		}
+		return false
+	}
+
+	off := command("radio_off")
+	eventually(t, 10*time.Second, "the radio down", func() bool { state(); return modem.CFUN == 4 })
+	eventually(t, 5*time.Second, "a report acknowledging radio_off", func() bool { return requested(off) })
+	t.Logf("radio_off → AT+CFUN=4 and acknowledged in %v", time.Since(off).Round(time.Millisecond))
+
+	// The modem reboots with its radio on; the agent takes it down again.
+	state()
+	boots := modem.Boots
+	r.control.must("POST", "/reboot", map[string]string{"downFor": "500ms"}, nil)
+	eventually(t, 15*time.Second, "the modem rebooted", func() bool { state(); return modem.Boots > boots })
+	eventually(t, 15*time.Second, "the radio down again after the reboot", func() bool {
+		state()
+		return modem.CFUN == 4 && modem.Registration.Stat == 0
+	})
+	if n := strings.Count(r.log(), `msg="at: tx" part=modem cmd="AT+CFUN=4"`); n < 2 {
+		t.Errorf("AT+CFUN=4 sent %d times, want again after the reboot", n)
+	}
+
+	on := command("radio_on")
+	eventually(t, 10*time.Second, "the radio up and registered", func() bool {
+		state()
+		return modem.CFUN == 1 && modem.Registration.Stat == 1
+	})
+	eventually(t, 5*time.Second, "a report acknowledging radio_on", func() bool { return requested(on) })
+
+	// report_now: a report at once, although nothing changed.
+	now := command("report_now")
+	eventually(t, 5*time.Second, "a report for report_now", func() bool { return requested(now) })
+	if n := strings.Count(r.log(), `msg="command done"`); n != 3 {
+		t.Errorf("%d commands done, want 3", n)
+	}
+}
+
+func readFileBytes(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // rss returns a running process's resident set size, from /proc.
