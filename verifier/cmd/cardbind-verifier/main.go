@@ -112,7 +112,41 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(cfg.Log, stderr)
+	raiseFileLimit(log, cfg.MQTT.MaxConnections)
 	return app.Run(ctx, cfg, openPebble, log, stdout, nil)
+}
+
+// raiseFileLimit lifts the soft limit on open files to the hard limit:
+// every MQTT session is a socket, and the default soft limit (often 1024)
+// would cap the broker far below mqtt.max_connections. It says so when the
+// hard limit itself is too low.
+func raiseFileLimit(log *slog.Logger, sessions int) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		log.Warn("cannot read the open-file limit", "err", err)
+		return
+	}
+	if lim.Cur < lim.Max {
+		want := lim
+		want.Cur = lim.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
+			log.Warn("cannot raise the open-file limit", "soft", lim.Cur, "hard", lim.Max, "err", err)
+		} else {
+			lim = want
+		}
+	}
+	// Sessions need one descriptor each; keep a margin for the store and
+	// HTTP. A privileged process may raise the hard limit too.
+	need := uint64(sessions) + 1024
+	if lim.Cur < need {
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: need, Max: need}); err == nil {
+			lim.Cur, lim.Max = need, need
+		}
+	}
+	if lim.Cur < need {
+		log.Warn("the open-file limit caps MQTT sessions below mqtt.max_connections; raise it (ulimit -n, LimitNOFILE=)",
+			"limit", lim.Cur, "max_connections", sessions)
+	}
 }
 
 func openPebble(dir string, cacheMB int) (verifier.Store, error) {
