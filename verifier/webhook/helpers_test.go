@@ -91,6 +91,9 @@ func (s *sink) events() []received {
 	return append([]received(nil), s.received...)
 }
 
+// delivered returns how many events the sink accepted.
+func (s *sink) delivered() int { s.mu.Lock(); defer s.mu.Unlock(); return len(s.received) }
+
 func (s *sink) count() (requests int) { s.mu.Lock(); defer s.mu.Unlock(); return s.requests }
 
 // waitEvents waits until the sink holds n events.
