@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -263,8 +264,14 @@ func TestAuthenticateFailures(t *testing.T) {
 			}
 		})
 	}
-	if _, err := s.Authenticate(ctx, good.AccessToken); err != nil {
-		t.Fatal(err)
+	for range 2 { // the second call is answered from the verified-token cache
+		if _, err := s.Authenticate(ctx, good.AccessToken); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A cached good token does not vouch for its claims with another signature.
+	if _, err := s.Authenticate(ctx, forged); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("forged after the good one was cached: err = %v", err)
 	}
 	clk.Add(time.Minute + ownLeeway + time.Second)
 	if _, err := s.Authenticate(ctx, good.AccessToken); !errors.Is(err, ErrUnauthenticated) {
@@ -519,5 +526,30 @@ func TestMiddleware(t *testing.T) {
 		if rec.Code != want {
 			t.Errorf("%.20q: %d, want %d", auth, rec.Code, want)
 		}
+	}
+}
+
+func TestTokenCacheBounded(t *testing.T) {
+	c := newTokenCache(3)
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	claims := Claims{RegisteredClaims: jwt.RegisteredClaims{ExpiresAt: jwt.NewNumericDate(now.Add(time.Minute))}}
+	for i := range 10 {
+		c.put(fmt.Sprint("token-", i), claims)
+	}
+	if len(c.entries) != 3 {
+		t.Errorf("%d entries, want at most 3", len(c.entries))
+	}
+	c.put("t", claims)
+	if _, ok := c.get("t", now, 0); !ok {
+		t.Error("fresh entry not found")
+	}
+	if _, ok := c.get("t", now.Add(time.Minute), 0); ok {
+		t.Error("expired entry returned")
+	}
+	if _, ok := c.get("t", now, 0); ok {
+		t.Error("expired entry kept after it was found expired")
+	}
+	if _, ok := c.get("never-put", now, 0); ok {
+		t.Error("unknown token found")
 	}
 }

@@ -102,6 +102,8 @@ type Server struct {
 	clients *registry
 	remote  *RemoteKeySet
 	log     *slog.Logger
+	// verified caches the claims of own tokens whose signature verified.
+	verified *tokenCache
 }
 
 // NewServer loads (or, on first start, creates) the signing key and
@@ -114,13 +116,16 @@ func NewServer(records Records, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, key: key, log: log,
+	s := &Server{cfg: cfg, key: key, log: log, verified: newTokenCache(tokenCacheSize),
 		clients: &registry{rec: records, allowed: cfg.Scopes, now: cfg.Now, ttl: cfg.ClientCacheTTL, cache: map[string]cachedClient{}}}
 	if e := cfg.External; e != nil {
 		s.remote = NewRemoteKeySet(e.JWKSURL, cfg.HTTPClient, e.RefreshInterval, cfg.Now, log)
 	}
 	return s, nil
 }
+
+// tokenCacheSize bounds the verified-token cache.
+const tokenCacheSize = 16384
 
 // TokenPath, JWKSPath and DiscoveryPath are where Handler serves.
 const (

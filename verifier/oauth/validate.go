@@ -96,6 +96,31 @@ func (s *Server) Authenticate(ctx context.Context, token string) (*Principal, er
 }
 
 func (s *Server) authenticateOwn(ctx context.Context, token string) (*Principal, error) {
+	c, ok := s.verified.get(token, s.cfg.Now(), ownLeeway)
+	if !ok {
+		var err error
+		if c, err = s.verifyOwn(token); err != nil {
+			return nil, err
+		}
+		s.verified.put(token, c)
+	}
+	p := &Principal{Client: c.ClientID, Tenant: c.Tenant, Scopes: splitScopes(c.Scope), PhoneNumber: c.PhoneNumber,
+		Issuer: c.Issuer, TokenID: c.ID, ExpiresAt: c.ExpiresAt.Time}
+	client, err := s.clients.cached(ctx, c.ClientID)
+	if errors.Is(err, verifier.ErrNotFound) {
+		return nil, unauth("client %s was deleted", c.ClientID)
+	} else if err != nil {
+		return nil, err
+	}
+	if client.Tenant != p.Tenant {
+		return nil, unauth("client %s moved to another tenant", c.ClientID)
+	}
+	s.applyClient(p, client)
+	return p, nil
+}
+
+// verifyOwn checks an own token's signature, header and claims.
+func (s *Server) verifyOwn(token string) (Claims, error) {
 	var c Claims
 	_, err := jwt.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
 		if kid, _ := t.Header["kid"].(string); kid != s.key.kid {
@@ -108,29 +133,17 @@ func (s *Server) authenticateOwn(ctx context.Context, token string) (*Principal,
 	}, jwt.WithValidMethods([]string{"ES256"}), jwt.WithIssuer(s.cfg.Issuer), jwt.WithAudience(s.cfg.Audience),
 		jwt.WithExpirationRequired(), jwt.WithIssuedAt(), jwt.WithLeeway(ownLeeway), jwt.WithTimeFunc(s.cfg.Now))
 	if err != nil {
-		return nil, unauth("%v", err)
+		return Claims{}, unauth("%v", err)
 	}
 	if c.ClientID == "" || c.Tenant == "" || c.ID == "" {
-		return nil, unauth("token lacks client_id, tenant or jti")
+		return Claims{}, unauth("token lacks client_id, tenant or jti")
 	}
-	p := &Principal{Client: c.ClientID, Tenant: c.Tenant, Scopes: splitScopes(c.Scope), PhoneNumber: c.PhoneNumber,
-		Issuer: c.Issuer, TokenID: c.ID, ExpiresAt: c.ExpiresAt.Time}
-	if p.PhoneNumber != "" {
-		if _, err := protocol.ParseMSISDN(p.PhoneNumber); err != nil {
-			return nil, unauth("phone_number claim: %v", err)
+	if c.PhoneNumber != "" {
+		if _, err := protocol.ParseMSISDN(c.PhoneNumber); err != nil {
+			return Claims{}, unauth("phone_number claim: %v", err)
 		}
 	}
-	client, err := s.clients.cached(ctx, c.ClientID)
-	if errors.Is(err, verifier.ErrNotFound) {
-		return nil, unauth("client %s was deleted", c.ClientID)
-	} else if err != nil {
-		return nil, err
-	}
-	if client.Tenant != p.Tenant {
-		return nil, unauth("client %s moved to another tenant", c.ClientID)
-	}
-	s.applyClient(p, client)
-	return p, nil
+	return c, nil
 }
 
 // applyClient narrows the token's scopes to what the client may still
