@@ -177,7 +177,8 @@ if [ "$os" = openwrt ]; then
 		id=$(awk -F: 'BEGIN { u = 200 } $3 >= u && $3 < 60000 { u = $3 + 1 } END { print u }' /etc/passwd /etc/group)
 		echo "cardbind:x:$id:" | $S tee -a /etc/group >/dev/null
 		echo "cardbind:x:$id:$id:cardbind agent:$statedir:/bin/false" | $S tee -a /etc/passwd >/dev/null
-		[ -f /etc/shadow ] && echo "cardbind:*:0:0:99999:7:::" | $S tee -a /etc/shadow >/dev/null
+		# Last change today: 0 would mean "change the password now" to PAM's su.
+		[ -f /etc/shadow ] && echo "cardbind:*:$(($(date +%s) / 86400)):0:99999:7:::" | $S tee -a /etc/shadow >/dev/null
 		say "user cardbind ($id) created"
 	fi
 	grep -q '^dialout:' /etc/group || echo "dialout:x:20:" | $S tee -a /etc/group >/dev/null
