@@ -187,6 +187,68 @@ func TestUnitVerifies(t *testing.T) {
 	}
 }
 
+// TestInitScript runs the procd script's start_service under sh with
+// procd's functions stubbed: what it hands procd, and that it refuses to
+// start without a configuration or without its user (procd would then run
+// the agent as root).
+func TestInitScript(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (start_service chowns the state directory)")
+	}
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "agent.toml")
+	if err := os.WriteFile(conf, []byte("state_dir = \"/x\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const harness = `procd_open_instance() { echo open; }
+procd_close_instance() { echo close; }
+procd_set_param() { echo "param $*"; }
+. ./cardbind-agent.init
+CONF=$1 STATE=$2 AGENT_USER=$3
+start_service`
+	tests := []struct {
+		name, conf, user string
+		wantOK           bool
+		want             []string
+	}{
+		{"starts", conf, "root", true, []string{
+			"open",
+			"param command /usr/bin/cardbind-agent run --config " + conf,
+			"param respawn 3600 5 0",
+			"param user root",
+			"param reload_signal HUP",
+			"param file " + conf,
+			"close",
+		}},
+		{"no configuration", filepath.Join(dir, "missing.toml"), "root", false, nil},
+		{"no user", conf, "cardbind-no-such-user", false, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			state := filepath.Join(t.TempDir(), "state")
+			out, err := exec.Command("sh", "-c", harness, "sh", tt.conf, state, tt.user).CombinedOutput()
+			if (err == nil) != tt.wantOK {
+				t.Fatalf("start_service: err %v, want ok %v\n%s", err, tt.wantOK, out)
+			}
+			if !tt.wantOK {
+				if strings.Contains(string(out), "open") {
+					t.Errorf("refused, yet opened an instance:\n%s", out)
+				}
+				return
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(string(out), w+"\n") {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			fi, err := os.Stat(state)
+			if err != nil || fi.Mode().Perm() != 0o700 {
+				t.Errorf("state directory: %v %v, want mode 0700", fi, err)
+			}
+		})
+	}
+}
+
 // TestInitScriptSyntax checks the procd script with sh -n.
 func TestInitScriptSyntax(t *testing.T) {
 	out, err := exec.Command("sh", "-n", "cardbind-agent.init").CombinedOutput()
