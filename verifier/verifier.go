@@ -195,8 +195,9 @@ type OutboxKind string
 const (
 	OutboxEnforce OutboxKind = "enforce" // Payload is an EnforceTask
 	OutboxAlert   OutboxKind = "alert"   // Payload is a protocol.Alert
-	// OutboxWebhook entries are CloudEvents for CAMARA subscription sinks;
-	// package webhook writes and delivers them.
+	// OutboxWebhook prefixes the kinds of CloudEvents queued for CAMARA
+	// subscription sinks: one queue per subscription, kind
+	// "webhook/<subscription id>". Package webhook writes and delivers them.
 	OutboxWebhook OutboxKind = "webhook"
 )
 

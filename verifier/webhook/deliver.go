@@ -23,22 +23,53 @@ import (
 // wait behind an earlier one being retried.
 var scanAll = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// batch is how many outbox entries one round reads.
-const batch = 4096
+// batch is how many entries of one subscription's queue a round reads.
+const batch = 512
 
 // errGone is a sink's 410 answer: the subscription ends.
 var errGone = errors.New("sink answered 410 Gone")
 
+// queues is the deliverer's view of the subscription queues.
+type queues struct {
+	mu   sync.Mutex
+	busy map[string]bool      // a worker delivers to it now
+	hint map[string]time.Time // its first entry is not due before
+}
+
+func (q *queues) state(id string) (busy bool, hint time.Time) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.busy[id], q.hint[id]
+}
+
+func (q *queues) setBusy(id string, b bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if b {
+		q.busy[id] = true
+	} else {
+		delete(q.busy, id)
+	}
+}
+
+func (q *queues) setHint(id string, t time.Time) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if t.IsZero() {
+		delete(q.hint, id)
+	} else {
+		q.hint[id] = t
+	}
+}
+
 // Run delivers queued events and ends expired subscriptions until ctx
 // ends. Each subscription's events are delivered one at a time in the
 // order they were queued; a failed event is retried with exponential
-// backoff and holds back the events behind it.
+// backoff and holds back the events behind it, and only them.
 func (n *Notifier) Run(ctx context.Context) error {
 	sem := make(chan struct{}, n.cfg.Workers)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	var mu sync.Mutex
-	busy := map[string]bool{} // subscriptions being delivered to
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	nextSweep := time.Time{}
@@ -55,7 +86,7 @@ func (n *Notifier) Run(ctx context.Context) error {
 			}
 			nextSweep = now.Add(n.cfg.Sweep)
 		}
-		next, err := n.round(ctx, sem, &wg, &mu, busy)
+		next, err := n.round(ctx, sem, &wg)
 		if err != nil && ctx.Err() == nil {
 			n.log.Error("webhook: read outbox", "err", err)
 		}
@@ -73,75 +104,108 @@ func (n *Notifier) Run(ctx context.Context) error {
 	}
 }
 
-// round reads the outbox, groups entries by subscription and starts a
-// worker for each subscription whose first entry is due and that no
-// worker serves now. It returns the earliest NotBefore it saw in the future.
-func (n *Notifier) round(ctx context.Context, sem chan struct{}, wg *sync.WaitGroup, mu *sync.Mutex, busy map[string]bool) (time.Time, error) {
-	purges := n.purges.Load() // before the read: a purge after it makes these entries stale
-	entries, err := n.store.PendingOutbox(ctx, verifier.OutboxWebhook, scanAll, batch)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("webhook: pending: %w", err)
-	}
+// round walks the registered queues and starts a worker for each one
+// that no worker serves now and whose first entry is due; it retires
+// empty queues. It returns the earliest time a queue it passed over
+// becomes due.
+func (n *Notifier) round(ctx context.Context, sem chan struct{}, wg *sync.WaitGroup) (time.Time, error) {
+	purges := n.purges.Load() // before the reads: a purge after it makes them stale
 	now := n.now()
-	var order []string
-	groups := map[string][]verifier.OutboxEntry{}
-	for _, e := range entries {
-		sub, ok := subOf(e.ID)
-		if !ok {
-			n.log.Error("webhook: entry of no subscription dropped", "id", e.ID)
-			_ = n.store.CompleteOutbox(ctx, e.ID)
-			n.stats.Dropped.Add(1)
-			continue
-		}
-		if _, ok := groups[sub]; !ok {
-			order = append(order, sub)
-		}
-		groups[sub] = append(groups[sub], e)
-	}
 	var next time.Time
-	for _, sub := range order {
-		g := groups[sub]
-		if nb := g[0].NotBefore; nb.After(now) {
-			if next.IsZero() || nb.Before(next) {
-				next = nb
+	later := func(t time.Time) {
+		if next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	after := ""
+	for {
+		recs, err := n.store.ListRecords(ctx, nsQueue, after, 1024)
+		if err != nil {
+			return next, fmt.Errorf("webhook: queues: %w", err)
+		}
+		for _, r := range recs {
+			id := r.Key
+			after = id
+			busy, hint := n.queues.state(id)
+			if busy {
+				continue
 			}
-			continue
+			if hint.After(now) {
+				later(hint)
+				continue
+			}
+			entries, err := n.store.PendingOutbox(ctx, queueKind(id), scanAll, batch)
+			if err != nil {
+				return next, fmt.Errorf("webhook: queue %s: %w", id, err)
+			}
+			if len(entries) == 0 {
+				if err := n.retire(ctx, id); err != nil {
+					return next, err
+				}
+				continue
+			}
+			if nb := entries[0].NotBefore; nb.After(now) {
+				n.queues.setHint(id, nb)
+				later(nb)
+				continue
+			}
+			n.queues.setBusy(id, true)
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				n.queues.setBusy(id, false)
+				return next, nil
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				n.queues.setHint(id, n.deliverAll(ctx, entries, purges))
+				n.queues.setBusy(id, false)
+				n.Wake()
+			}()
 		}
-		mu.Lock()
-		if busy[sub] {
-			mu.Unlock()
-			continue
-		}
-		busy[sub] = true
-		mu.Unlock()
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			mu.Lock()
-			delete(busy, sub)
-			mu.Unlock()
+		if len(recs) < 1024 {
 			return next, nil
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			n.deliverAll(ctx, g, purges)
-			mu.Lock()
-			delete(busy, sub)
-			mu.Unlock()
-			n.Wake()
-		}()
 	}
-	return next, nil
 }
 
-// subOf returns the subscription of an entry, from its id
-// ("wh-<subscription>-<event>"), without decoding the payload.
-func subOf(entryID string) (string, bool) {
-	rest, ok := strings.CutPrefix(entryID, "wh-")
-	sub, _, ok2 := strings.Cut(rest, "-")
-	return sub, ok && ok2 && sub != ""
+// retire unregisters subscription id's queue if it is still empty,
+// under the lock that enqueue holds.
+func (n *Notifier) retire(ctx context.Context, id string) error {
+	defer n.lock(id)()
+	left, err := n.store.PendingOutbox(ctx, queueKind(id), scanAll, 1)
+	if err != nil || len(left) > 0 {
+		return err
+	}
+	n.queues.setHint(id, time.Time{})
+	if err := n.store.DeleteRecord(ctx, nsQueue, id); err != nil {
+		return fmt.Errorf("webhook: retire queue %s: %w", id, err)
+	}
+	return nil
+}
+
+// Pending returns how many events wait in the subscriptions' queues.
+func (n *Notifier) Pending(ctx context.Context) (int, error) {
+	total, after := 0, ""
+	for {
+		recs, err := n.store.ListRecords(ctx, nsQueue, after, 1024)
+		if err != nil {
+			return total, fmt.Errorf("webhook: queues: %w", err)
+		}
+		for _, r := range recs {
+			after = r.Key
+			es, err := n.store.PendingOutbox(ctx, queueKind(r.Key), scanAll, 1<<20)
+			if err != nil {
+				return total, fmt.Errorf("webhook: queue %s: %w", r.Key, err)
+			}
+			total += len(es)
+		}
+		if len(recs) < 1024 {
+			return total, nil
+		}
+	}
 }
 
 type queued struct {
@@ -156,7 +220,9 @@ type queued struct {
 // once, so that the store's sync latency does not pace the sink; a crash
 // before a removal is durable sends that event again, which at-least-once
 // allows.
-func (n *Notifier) deliverAll(ctx context.Context, g []verifier.OutboxEntry, purges uint64) {
+// It returns when the first entry left is due again after a failure (zero
+// when none failed).
+func (n *Notifier) deliverAll(ctx context.Context, g []verifier.OutboxEntry, purges uint64) time.Time {
 	const maxCompleting = 32
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -164,13 +230,13 @@ func (n *Notifier) deliverAll(ctx context.Context, g []verifier.OutboxEntry, pur
 	var failed atomic.Bool
 	for _, e := range g {
 		if ctx.Err() != nil || e.NotBefore.After(n.now()) || n.purges.Load() != purges || failed.Load() {
-			return
+			return time.Time{}
 		}
 		q := queued{e: e}
 		if err := json.Unmarshal(e.Payload, &q.d); err != nil || q.d.Sink == "" {
 			n.log.Error("webhook: undecodable entry dropped", "id", e.ID, "err", err)
 			if cerr := n.store.CompleteOutbox(ctx, e.ID); cerr != nil {
-				return
+				return time.Time{}
 			}
 			n.stats.Dropped.Add(1)
 			continue
@@ -193,16 +259,16 @@ func (n *Notifier) deliverAll(ctx context.Context, g []verifier.OutboxEntry, pur
 		wg.Wait() // the delivered entries before this one are removed first
 		switch {
 		case ctx.Err() != nil:
-			return
+			return time.Time{}
 		case errors.Is(err, errGone):
 			n.gone(ctx, q)
-			return
+			return time.Time{}
 		case n.now().Sub(q.e.Created) > n.cfg.MaxAge:
 			n.log.Error("webhook: event dropped after retrying too long", "id", q.e.ID,
 				"subscription", q.d.Subscription, "attempts", q.e.Attempts+1, "err", err)
 			if cerr := n.store.CompleteOutbox(ctx, q.e.ID); cerr != nil {
 				n.log.Error("webhook: drop entry", "id", q.e.ID, "err", cerr)
-				return
+				return time.Time{}
 			}
 			n.stats.Dropped.Add(1)
 		default:
@@ -215,9 +281,10 @@ func (n *Notifier) deliverAll(ctx context.Context, g []verifier.OutboxEntry, pur
 				n.log.Error("webhook: reschedule entry", "id", q.e.ID, "err", rerr)
 			}
 			n.stats.Retried.Add(1)
-			return
+			return q.e.NotBefore
 		}
 	}
+	return time.Time{}
 }
 
 // send POSTs one event to its sink. Any 2xx answer is delivery; 410 is
@@ -279,7 +346,7 @@ func (n *Notifier) gone(ctx context.Context, q queued) {
 // purge drops the queued events of subscription id; lifecycle events
 // too when all is set.
 func (n *Notifier) purge(ctx context.Context, id string, all bool) error {
-	entries, err := n.store.PendingOutbox(ctx, verifier.OutboxWebhook, scanAll, 1<<20)
+	entries, err := n.store.PendingOutbox(ctx, queueKind(id), scanAll, 1<<20)
 	if err != nil {
 		return fmt.Errorf("webhook: pending: %w", err)
 	}
@@ -293,7 +360,8 @@ func (n *Notifier) purge(ctx context.Context, id string, all bool) error {
 		}
 		n.stats.Dropped.Add(1)
 	}
-	n.purges.Add(1) // after the removals: see round
+	n.queues.setHint(id, time.Time{}) // its first entry may be another now
+	n.purges.Add(1)                   // after the removals: see round
 	return nil
 }
 

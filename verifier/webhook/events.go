@@ -64,7 +64,7 @@ func (n *Notifier) entry(s *Subscription, id, typ string, at time.Time, data any
 	if err != nil {
 		return verifier.OutboxEntry{}, fmt.Errorf("webhook: event %s: %w", id, err)
 	}
-	return verifier.OutboxEntry{ID: id, Kind: verifier.OutboxWebhook, Created: at, Payload: p}, nil
+	return verifier.OutboxEntry{ID: id, Kind: queueKind(s.ID), Created: at, Payload: p}, nil
 }
 
 // eventType returns the subscription event type an alert is, if any: a
@@ -172,8 +172,8 @@ func (n *Notifier) fanout(ctx context.Context, id, typ string, a *protocol.Alert
 		}
 		entries = append(entries, end)
 	}
-	if err := n.store.Commit(ctx, &verifier.Commit{Outbox: entries}); err != nil {
-		return false, fmt.Errorf("webhook: queue event for %s: %w", s.ID, err)
+	if err := n.enqueue(ctx, s.ID, entries); err != nil {
+		return false, fmt.Errorf("webhook: subscription %s: %w", s.ID, err)
 	}
 	if last {
 		return true, n.remove(ctx, s)

@@ -268,11 +268,11 @@ func (f *fixture) alert(seq int, typ protocol.AlertType, imei string) verifier.O
 // pending returns the webhook outbox entries left.
 func (f *fixture) pending() int {
 	f.t.Helper()
-	es, err := f.store.PendingOutbox(context.Background(), verifier.OutboxWebhook, scanAll, 1000)
+	n, err := f.n.Pending(context.Background())
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	return len(es)
+	return n
 }
 
 // imei returns a valid IMEI: 14 digits and their Luhn check digit.

@@ -4,11 +4,12 @@
 // sink credential's bearer token.
 //
 // Subscriptions live in the store's record space. Events go through the
-// store's durable outbox (kind verifier.OutboxWebhook): an alert the ingest
-// committed (a protocol.Alert outbox entry) is fanned out by HandleAlert
-// into one webhook entry per matching subscription, and Run delivers them,
-// in order per subscription, retrying with exponential backoff for a
-// bounded time. Every entry id, and the CloudEvent id derived from it, is
+// store's durable outbox, one queue (outbox kind) per subscription,
+// verifier.OutboxWebhook + "/" + id, so that a sink that is down holds back
+// its own events only: an alert the ingest committed (a protocol.Alert
+// outbox entry) is fanned out by HandleAlert into one webhook entry per
+// matching subscription, and Run delivers them, in order per
+// subscription, retrying with exponential backoff for a bounded time. Every entry id, and the CloudEvent id derived from it, is
 // stable, so a repeat after a crash is a duplicate the sink can recognise
 // (at-least-once), never a different event.
 //
@@ -61,6 +62,7 @@ const (
 	nsOwner  = "webhook-owner"  // ownerKey/id -> ""
 	nsCard   = "webhook-card"   // iccid/id -> ""
 	nsExpiry = "webhook-expiry" // 20-digit unix nanos/id -> ""
+	nsQueue  = "webhook-queue"  // id -> "": the subscription's queue may hold entries
 )
 
 // maxList bounds List, as the API's response does.
@@ -214,6 +216,7 @@ type Notifier struct {
 	// purges counts purges of queued events (delete, 410): entries read
 	// before one may be gone from the outbox.
 	purges atomic.Uint64
+	queues queues
 }
 
 // New returns a notifier. now is the clock (time.Now in production).
@@ -225,7 +228,7 @@ func New(store Store, cfg Config, log *slog.Logger, now func() time.Time) (*Noti
 		return nil, err
 	}
 	return &Notifier{store: store, cfg: cfg, log: log, now: now, client: client, guard: g,
-		wake: make(chan struct{}, 1)}, nil
+		wake: make(chan struct{}, 1), queues: queues{busy: map[string]bool{}, hint: map[string]time.Time{}}}, nil
 }
 
 // Stats returns the live counters.
@@ -303,8 +306,8 @@ func (n *Notifier) Create(ctx context.Context, s *Subscription) error {
 			return err
 		}
 	}
-	if err := n.store.Commit(ctx, &verifier.Commit{Outbox: entries}); err != nil {
-		return fmt.Errorf("webhook: create %s: queue events: %w", s.ID, err)
+	if err := n.enqueue(ctx, s.ID, entries); err != nil {
+		return fmt.Errorf("webhook: create %s: %w", s.ID, err)
 	}
 	n.Wake()
 	return nil
@@ -429,7 +432,7 @@ func (n *Notifier) end(ctx context.Context, s *Subscription, reason string, at t
 	if err != nil {
 		return err
 	}
-	if err := n.store.Commit(ctx, &verifier.Commit{Outbox: []verifier.OutboxEntry{e}}); err != nil {
+	if err := n.enqueue(ctx, s.ID, []verifier.OutboxEntry{e}); err != nil {
 		return fmt.Errorf("webhook: end %s: %w", s.ID, err)
 	}
 	n.Wake()
@@ -452,6 +455,25 @@ func (n *Notifier) remove(ctx context.Context, s *Subscription) error {
 
 func (n *Notifier) endedEntry(s *Subscription, reason string, at time.Time) (verifier.OutboxEntry, error) {
 	return n.entry(s, s.ID+"-ended", TypeEnded, at, map[string]any{"subscriptionId": s.ID, "terminationReason": reason})
+}
+
+// queueKind is the outbox kind of subscription id's queue.
+func queueKind(id string) verifier.OutboxKind {
+	return verifier.OutboxWebhook + verifier.OutboxKind("/"+id)
+}
+
+// enqueue adds entries to subscription id's queue: first the queue's
+// registration (which the deliverer reads to find queues), then the
+// entries, in one atomic commit. The caller holds the subscription's
+// lock, which the deliverer takes to retire an empty queue.
+func (n *Notifier) enqueue(ctx context.Context, id string, entries []verifier.OutboxEntry) error {
+	if err := n.store.PutRecord(ctx, nsQueue, id, nil); err != nil {
+		return fmt.Errorf("register queue: %w", err)
+	}
+	if err := n.store.Commit(ctx, &verifier.Commit{Outbox: entries}); err != nil {
+		return fmt.Errorf("queue events: %w", err)
+	}
+	return nil
 }
 
 // ownerKey turns an owner (issuer and client id, any characters) into an

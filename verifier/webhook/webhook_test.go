@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -478,5 +479,31 @@ func TestThroughIngest(t *testing.T) {
 	f.check(got[1])
 	if d := data(t, got[1]); got[1].event.Type != TypeIMEIChange || d["imei"] != foreign || d["subscriptionId"] != s.ID {
 		t.Errorf("event %s, want imei-change %s", got[1].raw, foreign)
+	}
+}
+
+// TestSinkDownHoldsBackItsOwnOnly: a subscription whose sink is down,
+// with a backlog, does not delay another subscription's events.
+func TestSinkDownHoldsBackItsOwnOnly(t *testing.T) {
+	f := newFixture(t, Config{AllowPrivateSinks: true})
+	f.sink.setStatus(http.StatusServiceUnavailable)
+	f.subscribe(nil)
+	healthy := newSink(t) // httptest servers share one certificate: the CA file trusts it too
+	b := f.subscribe(func(s *Subscription) { s.Sink = healthy.srv.URL + "/b" })
+	const alerts = 150
+	for i := range alerts {
+		f.alert(i+1, protocol.AlertMismatch, imei(t, fmt.Sprintf("86%012d", i)))
+	}
+	got := healthy.waitEvents(1+alerts, 20*time.Second)
+	for i, r := range got[1:] {
+		if d := data(t, r); d["subscriptionId"] != b.ID || d["imei"] != imei(t, fmt.Sprintf("86%012d", i)) {
+			t.Fatalf("event %d out of order: %s", i, r.raw)
+		}
+	}
+	if n := len(f.sink.events()); n != 0 {
+		t.Errorf("the down sink accepted %d events", n)
+	}
+	if n := f.pending(); n != 1+alerts {
+		t.Errorf("%d events pending, want the down sink's %d", n, 1+alerts)
 	}
 }
