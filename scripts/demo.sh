@@ -9,7 +9,6 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-ROOT=$PWD
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/cardbind-demo.XXXXXX")
 BIN=$WORK/bin
 LOGS=$WORK/logs
@@ -84,17 +83,19 @@ done
 
 say "Build the three programs (cardbind-verifier, cardbind-agent, firmware-sim)"
 go build -o "$BIN/" ./verifier/cmd/cardbind-verifier ./agent/cmd/cardbind-agent ./firmware-sim/cmd/firmware-sim
-ls -l "$BIN" | awk 'NR>1 {printf "    %-20s %5.1f MB\n", $9, $5/1048576}'
+for f in "$BIN"/*; do
+	printf '    %-20s %5.1f MB\n' "${f##*/}" "$(awk -v b="$(stat -c %s "$f")" 'BEGIN { print b / 1048576 }')"
+done
 export PATH=$BIN:$PATH
 
 say "Start the simulated operator network (a test double of the operator's core and OSS)"
 note "It blocks and resumes cards when told to, and its PGW sends RADIUS accounting to the verifier."
 bg network firmware-sim network --listen "$NET" --radius "$RADIUS" --radius-secret demo-radius-secret --interim 30s
 wait_until 10 "the network" curl -sf "http://$NET/healthz"
-for c in "$CARD_A $IMSI_A $MSISDN_A" "$CARD_B $IMSI_B $MSISDN_B" "$CARD_C $IMSI_C $MSISDN_C"; do
-	set -- $c
-	curl -sf -X POST "http://$NET/v1/cards" -d "{\"iccid\":\"$1\",\"imsi\":\"$2\",\"msisdn\":\"$3\"}" >/dev/null
-done
+provision() { curl -sf -X POST "http://$NET/v1/cards" -d "{\"iccid\":\"$1\",\"imsi\":\"$2\",\"msisdn\":\"$3\"}" >/dev/null; }
+provision "$CARD_A" "$IMSI_A" "$MSISDN_A"
+provision "$CARD_B" "$IMSI_B" "$MSISDN_B"
+provision "$CARD_C" "$IMSI_C" "$MSISDN_C"
 note "cards A $CARD_A, B $CARD_B and C $CARD_C provisioned"
 
 say "Start the verifier on embedded defaults (MQTT broker, Pebble store, HTTP API in one process)"
@@ -142,12 +143,14 @@ for gw in 1 2; do
 	bg "agent$gw" cardbind-agent run --port "$WORK/ttyGW$gw" --state-dir "$WORK/agent$gw" --heartbeat 1m --poll 5s
 done
 card_field() { "${ADMIN[@]}" card "$1" | sed -n "s/.*\"$2\": \"\(.*\)\".*/\1/p" | head -1; }
-wait_until 20 "gateway 1's first report" test "$(card_field "$CARD_A" last_imei)" = "$GW1_IMEI"
-wait_until 20 "gateway 2's first report" test "$(card_field "$CARD_B" last_imei)" = "$GW2_IMEI"
+# seen_in CARD IMEI: the verifier's last sighting of CARD was in IMEI.
+seen_in() { [[ $(card_field "$1" last_imei) == "$2" ]]; }
+wait_until 20 "gateway 1's first report" seen_in "$CARD_A" "$GW1_IMEI"
+wait_until 20 "gateway 2's first report" seen_in "$CARD_B" "$GW2_IMEI"
 note "the verifier has seen card A in $GW1_IMEI and card B in $GW2_IMEI"
 note "card C sits in a water meter that runs no agent; the network attaches it and its PGW reports the meter's IMEI"
 curl -sf -X POST "http://$NET/v1/cards/$CARD_C/attach" -d "{\"imei\":\"$METER_IMEI\"}" >/dev/null
-wait_until 20 "card C seen through RADIUS" test "$(card_field "$CARD_C" last_imei)" = "$METER_IMEI"
+wait_until 20 "card C seen through RADIUS" seen_in "$CARD_C" "$METER_IMEI"
 note "the verifier has seen card C in $METER_IMEI (source: RADIUS accounting)"
 
 say "The customer gets a CAMARA API client and binds the cards to the devices they are in"
