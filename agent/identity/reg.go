@@ -67,7 +67,7 @@ func (s RegStat) rank() int {
 
 // Registration is one +CREG/+CGREG/+CEREG/+C5GREG line.
 type Registration struct {
-	Kind string  `json:"kind"`           // "CREG", "CGREG", "CEREG" or "C5GREG"
+	Kind string  `json:"kind"`           // "CREG", "CGREG", "CEREG", "C5GREG", or "MM" (ModemManager's merged state)
 	N    int     `json:"n"`              // the <n> setting; -1 in the unsolicited form
 	Stat RegStat `json:"stat"`           // registration state
 	Area string  `json:"area,omitempty"` // LAC or TAC, hex, upper case

@@ -143,7 +143,11 @@ func daemon(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log.Info("agent starting", "version", version(), "device", d.deviceID, "port", cfg.Modem.Port,
+	modemAt := cfg.Modem.Port
+	if cfg.Modem.Source == "modemmanager" {
+		modemAt = "ModemManager"
+	}
+	log.Info("agent starting", "version", version(), "device", d.deviceID, "source", cfg.Modem.Source, "modem", modemAt,
 		"broker", d.brokerURL, "queued", d.box.Len())
 	reload := func() {
 		next, err := load()
