@@ -154,8 +154,29 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	// The verifier, a child process on its own data directory.
-	v, httpAddr, mqttAddr, err := startVerifier(ctx, o, self, "http://"+netLn.Addr().String())
+	// A customer's HTTPS CloudEvents sink, for CAMARA subscriptions.
+	se, err := startSink()
+	if err != nil {
+		return err
+	}
+	defer se.close()
+	caFile := filepath.Join(o.workDir, "sink-ca.pem")
+	if err := os.WriteFile(caFile, se.s.CertPEM(), 0o644); err != nil {
+		return err
+	}
+
+	// The verifier, a child process on its own data directory. Its
+	// webhook settings let it deliver to the sink on loopback; a verifier
+	// that does not know them yet runs without.
+	webhookCfg := fmt.Sprintf("\n[camara.webhook]\nallow_private_sinks = true\nca_file = %q\n", caFile)
+	v, httpAddr, mqttAddr, err := startVerifier(ctx, o, self, "http://"+netLn.Addr().String(), webhookCfg)
+	if err != nil && strings.Contains(err.Error(), "unknown key camara.webhook") {
+		res.LatencyNote = "CloudEvents are not measured: this verifier has no camara.webhook settings"
+		logf("%s", res.LatencyNote)
+		se = nil
+		_ = os.RemoveAll(filepath.Join(o.workDir, "verifier"))
+		v, httpAddr, mqttAddr, err = startVerifier(ctx, o, self, "http://"+netLn.Addr().String(), "")
+	}
 	if err != nil {
 		return err
 	}
@@ -221,11 +242,14 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	// Latency under background load.
 	if o.swaps > 0 {
-		lat, note, err := latencyPhase(ctx, o, a, nw, mqttAddr, f, v.cmd.Process.Pid, accepted, res, logf)
+		lat, note, err := latencyPhase(ctx, o, a, nw, se, mqttAddr, f, v.cmd.Process.Pid, accepted, res, logf)
 		if err != nil {
 			return fmt.Errorf("latency: %w", err)
 		}
-		res.Latency, res.LatencyNote = lat, note
+		res.Latency = lat
+		if note != "" {
+			res.LatencyNote = strings.TrimPrefix(res.LatencyNote+"; "+note, "; ")
+		}
 	}
 	if _, refused, err := verifierReports(ctx, hc, metricsURL); err == nil {
 		res.Refused = refused
@@ -261,7 +285,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // startVerifier writes a configuration and starts the verifier on it:
 // the real binary, or app.Run in a child of this binary when profiling.
-func startVerifier(ctx context.Context, o options, self, netURL string) (*child, string, string, error) {
+func startVerifier(ctx context.Context, o options, self, netURL, extra string) (*child, string, string, error) {
 	httpAddr, err := freeAddr()
 	if err != nil {
 		return nil, "", "", err
@@ -276,6 +300,7 @@ func startVerifier(ctx context.Context, o options, self, netURL string) (*child,
 	if o.workers > 0 {
 		cfg += fmt.Sprintf("\n[ingest]\nworkers = %d\n", o.workers)
 	}
+	cfg += extra
 	cfgPath := filepath.Join(o.workDir, "verifier.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return nil, "", "", err
@@ -336,11 +361,25 @@ func bareRun(ctx context.Context, o options, self string, round int, hc *http.Cl
 
 // latencyPhase times SIM swaps while the load gateways publish in the
 // background.
-func latencyPhase(ctx context.Context, o options, a *admin, nw *network.Network, mqttAddr string, f *fleet, pid int,
+func latencyPhase(ctx context.Context, o options, a *admin, nw *network.Network, se *sinkEvents, mqttAddr string, f *fleet, pid int,
 	accepted counter, res *results, logf func(string, ...any)) (*latencyRun, string, error) {
 	lat := &latencyRun{TargetRate: o.rate}
 	rate := o.rate
-	note := ""
+	var notes []string
+	var events eventWaiter
+	if se != nil {
+		err := subscribeIMEIChange(ctx, a, f.tenant, cardMSISDN(len(f.load)), se)
+		switch {
+		case errors.Is(err, errNoSubscriptions):
+			notes = append(notes, "CloudEvents are not measured: this verifier does not serve the CAMARA subscriptions API")
+			logf("%s", notes[len(notes)-1])
+		case err != nil:
+			return nil, "", fmt.Errorf("CAMARA subscription: %w", err)
+		default:
+			events = se
+			lat.Events = true
+		}
+	}
 	var steady []float64
 	for _, r := range res.Throughput {
 		if r.Target == "verifier" {
@@ -351,9 +390,10 @@ func latencyPhase(ctx context.Context, o options, a *admin, nw *network.Network,
 		slices.Sort(steady)
 		capRate := o.rateFrac * steady[len(steady)/2]
 		if capRate < rate {
-			note = fmt.Sprintf("background lowered from the %.0f reports/s target to %.0f/s, %.0f %% of the verifier's measured steady throughput (%.0f/s)",
+			note := fmt.Sprintf("background lowered from the %.0f reports/s target to %.0f/s, %.0f %% of the verifier's measured steady throughput (%.0f/s)",
 				o.rate, capRate, o.rateFrac*100, steady[len(steady)/2])
 			logf("%s", note)
+			notes = append(notes, note)
 			rate = capRate
 		}
 	}
@@ -400,7 +440,7 @@ func latencyPhase(ctx context.Context, o options, a *admin, nw *network.Network,
 	}
 	t0 := time.Now()
 	logf("latency: %d swaps under %.0f reports/s", o.swaps, rate)
-	swaps, err := measureSwaps(ctx, a, nw, alerts, nil, f, o.swaps, &running, func(i int) {
+	swaps, err := measureSwaps(ctx, a, nw, alerts, events, f, o.swaps, &running, func(i int) {
 		if i%50 == 0 {
 			logf("  %d swaps", i)
 		}
@@ -423,5 +463,5 @@ func latencyPhase(ctx context.Context, o options, a *admin, nw *network.Network,
 	}
 	lat.Swaps = swaps
 	lat.BackgroundRate = float64(acc1-acc0) / lat.Duration.Seconds()
-	return lat, note, nil
+	return lat, strings.Join(notes, "; "), nil
 }

@@ -92,6 +92,7 @@ func luhn(digits string) string {
 func gatewayIMEI(i int) string { return luhn(fmt.Sprintf("35693803%06d", i)) }
 func cardICCID(i int) string   { return luhn(fmt.Sprintf("898603%013d", i)) }
 func cardIMSI(i int) string    { return fmt.Sprintf("46003%010d", i) }
+func cardMSISDN(i int) string  { return fmt.Sprintf("+86139%08d", i) }
 
 // gateway is a simulated gateway: an enrolled device with its own key
 // and MQTT connection, holding one card.
@@ -154,9 +155,9 @@ func setupFleet(ctx context.Context, a *admin, tenant string, n int) (*fleet, er
 		return nil, err
 	}
 	var csv strings.Builder
-	csv.WriteString("iccid,tenant,imsi,imei\n")
+	csv.WriteString("iccid,tenant,imsi,msisdn,imei\n")
 	for i := range n + 1 {
-		fmt.Fprintf(&csv, "%s,%s,%s,%s\n", cardICCID(i), tenant, cardIMSI(i), gatewayIMEI(i))
+		fmt.Fprintf(&csv, "%s,%s,%s,%s,%s\n", cardICCID(i), tenant, cardIMSI(i), cardMSISDN(i), gatewayIMEI(i))
 	}
 	if err := importCards(ctx, a, csv.String(), n+1); err != nil {
 		return nil, err
@@ -271,8 +272,8 @@ func connect(addr, clientID, user, pass string) (mqtt.Client, error) {
 	return c, nil
 }
 
-// connectAll connects every gateway to addr (its own credentials, or any
-// when bare is set: the bare broker does not authenticate).
+// connectAll connects every gateway to addr with its own credentials (the
+// bare broker takes any).
 func connectAll(ctx context.Context, addr string, gws []*gateway) error {
 	sem := make(chan struct{}, 8)
 	errs := make(chan error, len(gws))

@@ -89,6 +89,8 @@ func (s *alertSubscriber) waitAlert(ctx context.Context, iccid string, t protoco
 // eventWaiter is where CloudEvents for the swap card arrive, when CAMARA
 // subscriptions are measured.
 type eventWaiter interface {
+	// drain forgets the events that arrived so far.
+	drain()
 	// waitEvent waits for the next event about the swap card.
 	waitEvent(ctx context.Context) (time.Time, error)
 }
@@ -222,6 +224,7 @@ func oneSwap(ctx context.Context, a *admin, nw *network.Network, alerts *alertSu
 	var eventAt time.Time
 	eventErr := make(chan error, 1)
 	if events != nil {
+		events.drain()
 		go func() {
 			var err error
 			eventAt, err = events.waitEvent(ctx)
@@ -292,12 +295,6 @@ func oneSwap(ctx context.Context, a *admin, nw *network.Network, alerts *alertSu
 	s.Resume = c.UpdatedAt.Sub(start)
 	if _, err := alerts.waitAlert(ctx, card, protocol.AlertResumed, seen); err != nil {
 		return s, 0, err
-	}
-	if events != nil {
-		// The return is an IMEI change too.
-		if _, err := events.waitEvent(ctx); err != nil {
-			return s, 0, fmt.Errorf("cloudevent of the return: %w", err)
-		}
 	}
 	return s, lastHist, nil
 }
