@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -41,6 +42,11 @@ type Config struct {
 	MinBackoff, MaxBackoff time.Duration
 	// PublishTimeout bounds the wait for one PUBACK (default 15s).
 	PublishTimeout time.Duration
+	// Dial, when set, opens the TCP connection to the broker in place of
+	// paho's dialer (the fleet simulator binds source addresses with it and
+	// closes connections to simulate outages). With an ssl:// URL, TLS runs
+	// over the connection it returns.
+	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 }
 
 // Link keeps the connection and delivers the outbox.
@@ -215,6 +221,9 @@ func (l *Link) connect(ctx context.Context) (<-chan error, error) {
 		}
 		opts.SetTLSConfig(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
 	}
+	if l.cfg.Dial != nil {
+		opts.SetCustomOpenConnectionFn(l.open)
+	}
 	c := mqtt.NewClient(opts)
 	tok := c.Connect()
 	select {
@@ -240,6 +249,32 @@ func (l *Link) connect(ctx context.Context) (<-chan error, error) {
 	l.client = c
 	l.mu.Unlock()
 	return lost, nil
+}
+
+// open connects to the broker with Config.Dial, adding TLS for ssl://.
+func (l *Link) open(u *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), o.ConnectTimeout)
+	defer cancel()
+	conn, err := l.cfg.Dial(ctx, "tcp", u.Host)
+	if err != nil {
+		return nil, fmt.Errorf("report: dial %s: %w", u.Host, err)
+	}
+	if u.Scheme == "tcp" || u.Scheme == "mqtt" {
+		return conn, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if o.TLSConfig != nil {
+		cfg = o.TLSConfig.Clone()
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = u.Hostname()
+	}
+	tc := tls.Client(conn, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("report: TLS with %s: %w", u.Host, err)
+	}
+	return tc, nil
 }
 
 func publishStatus(c mqtt.Client, device, status string, wait time.Duration) {

@@ -189,3 +189,67 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+// With Config.Dial the link connects through the given dialer (here from
+// another loopback source address), and when that connection is shut
+// down under it (as a NAT or a load balancer drops it), it dials again and
+// goes on delivering.
+func TestDialHookAndDroppedConnection(t *testing.T) {
+	dir, port := t.TempDir(), freePort(t)
+	got := &received{}
+	b := startBroker(t, dir, port, got)
+	defer stopBroker(t, b)
+
+	var mu sync.Mutex
+	var conns []net.Conn
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err == nil {
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+		return c, err
+	}
+	box, err := outbox.Open(t.TempDir(), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link, err := New(Config{BrokerURL: "tcp://127.0.0.1:" + strconv.Itoa(port), DeviceID: "gw-1", Username: "gw-1",
+		Password: secret, MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Dial: dial}, box, quiet(), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = link.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	add := func(seq uint64) {
+		if err := box.Add(outbox.Entry{Seq: seq, Kind: outbox.Change, Payload: []byte(strconv.FormatUint(seq, 10))}); err != nil {
+			t.Fatal(err)
+		}
+		link.Kick()
+	}
+	add(1)
+	waitFor(t, "first report", func() bool { return got.get() == "[1]" })
+	mu.Lock()
+	first := conns[0]
+	mu.Unlock()
+	if src := first.LocalAddr().(*net.TCPAddr).IP; !src.Equal(net.IPv4(127, 0, 0, 2)) {
+		t.Errorf("connected from %v, want 127.0.0.2", src)
+	}
+	tcp := first.(*net.TCPConn)
+	_ = tcp.CloseWrite()
+	_ = tcp.CloseRead()
+	waitFor(t, "link down", func() bool { return !link.Connected() })
+	add(2)
+	waitFor(t, "report after the reconnect", func() bool { return got.get() == "[1 2]" })
+	mu.Lock()
+	n := len(conns)
+	mu.Unlock()
+	if n < 2 {
+		t.Errorf("dialled %d times, want a second connection", n)
+	}
+}
