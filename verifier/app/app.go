@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -87,8 +88,19 @@ func Run(ctx context.Context, cfg config.Config, openStore OpenStore, log *slog.
 	publishCommand := func(ctx context.Context, device string, payload []byte) error {
 		return brk.PublishCommand(ctx, device, payload)
 	}
-	svc := service.New(store, in, service.Config{CommandKey: cmdKey, BrokerURL: brokerURL, PublishCommand: publishCommand},
-		log.With("part", "service"), now)
+	var caPEM string
+	if cfg.MQTT.CAFile != "" {
+		b, err := os.ReadFile(cfg.MQTT.CAFile)
+		if err != nil {
+			return fmt.Errorf("mqtt.ca_file: %w", err)
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(b) {
+			return fmt.Errorf("mqtt.ca_file: %s holds no PEM certificate", cfg.MQTT.CAFile)
+		}
+		caPEM = string(b)
+	}
+	svc := service.New(store, in, service.Config{CommandKey: cmdKey, BrokerURL: brokerURL, PublishCommand: publishCommand,
+		CACertPEM: caPEM}, log.With("part", "service"), now)
 
 	mqttHost, mqttPort, err := splitHostPort(cfg.MQTT.Listen)
 	if err != nil {

@@ -97,6 +97,10 @@ type MQTT struct {
 	Listen  string `toml:"listen"`
 	TLSCert string `toml:"tls_cert"`
 	TLSKey  string `toml:"tls_key"`
+	// CAFile is the PEM CA certificate that signed TLSCert, given to
+	// devices at enrolment so that they trust the broker; empty: devices
+	// use their system roots.
+	CAFile string `toml:"ca_file"`
 	// PublicURL is the address devices are told to connect to at
 	// enrolment; default derived from Listen.
 	PublicURL string `toml:"public_url"`
@@ -193,6 +197,9 @@ func (c *Config) Validate() error {
 	}
 	if (c.MQTT.TLSCert == "") != (c.MQTT.TLSKey == "") {
 		return errors.New("config: mqtt.tls_cert and mqtt.tls_key: set both or neither")
+	}
+	if c.MQTT.CAFile != "" && c.MQTT.TLSCert == "" {
+		return errors.New("config: mqtt.ca_file: only meaningful with mqtt.tls_cert and mqtt.tls_key")
 	}
 	if c.MQTT.PublicURL != "" {
 		u, err := url.Parse(c.MQTT.PublicURL)
