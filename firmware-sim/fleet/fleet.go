@@ -269,7 +269,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	for _, a := range cfg.SourceAddrs {
 		sum.SourceAddrs = append(sum.SourceAddrs, a.String())
 	}
-	dial := dialer(cfg.SourceAddrs)
+	dial := Dialer(cfg.SourceAddrs)
 	var c counters
 	devices := make([]*device, cfg.Devices)
 	for i := range devices {
@@ -449,9 +449,9 @@ func blockedNow(ctx context.Context, n Network) int {
 	return len(cards)
 }
 
-// dialer returns a dial function that binds the connections to the source
-// addresses in turn.
-func dialer(addrs []netip.Addr) func(ctx context.Context, network, addr string) (net.Conn, error) {
+// Dialer returns a dial function that binds connections to the source
+// addresses in turn (the system chooses when there are none).
+func Dialer(addrs []netip.Addr) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	if len(addrs) == 0 {
 		var d net.Dialer
 		return d.DialContext

@@ -26,6 +26,7 @@ Usage:
   firmware-sim modem   [flags]   a modem on a pseudo-terminal, answering AT commands
   firmware-sim network [flags]   an in-memory operator network (test double)
   firmware-sim sink    [flags]   a customer's HTTPS CloudEvents webhook endpoint
+  firmware-sim fleet   [flags]   N gateways (simulated modems + the real agent) against a verifier
 
 Run "firmware-sim <command> --help" for the flags of a command.
 `
@@ -59,6 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runNetwork(ctx, args[1:], stdout, stderr)
 	case "sink":
 		return runSink(ctx, args[1:], stdout, stderr)
+	case "fleet":
+		return runFleet(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
