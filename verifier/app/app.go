@@ -36,6 +36,7 @@ import (
 	"github.com/cardbind/cardbind/verifier/oauth"
 	"github.com/cardbind/cardbind/verifier/radius"
 	"github.com/cardbind/cardbind/verifier/service"
+	"github.com/cardbind/cardbind/verifier/webhook"
 )
 
 // OpenStore opens the store in dir with a block cache of cacheMB.
@@ -132,7 +133,13 @@ func Run(ctx context.Context, cfg config.Config, openStore OpenStore, log *slog.
 	enfDispatch := dispatch.New(store, verifier.OutboxEnforce,
 		enforce.Handler(enforcer, store, log.With("part", "enforce"), metrics.observeEnforcement),
 		dispatch.Config{}, log, now)
-	alertDispatch := dispatch.New(store, verifier.OutboxAlert, alertHandler(brk), dispatch.Config{}, log, now)
+	var notifier *webhook.Notifier // CAMARA subscriptions; nil when the CAMARA API is off
+	if !cfg.CAMARA.Disabled {
+		if notifier, err = newNotifier(cfg, store, log.With("part", "webhook")); err != nil {
+			return err
+		}
+	}
+	alertDispatch := dispatch.New(store, verifier.OutboxAlert, alertHandler(brk, notifier), dispatch.Config{}, log, now)
 	metrics.dispatchers(enfDispatch, alertDispatch)
 	in.SetHooks(ingest.Hooks{Outbox: func() { enfDispatch.Wake(); alertDispatch.Wake() }, Decision: metrics.decision})
 
@@ -151,6 +158,10 @@ func Run(ctx context.Context, cfg config.Config, openStore OpenStore, log *slog.
 	}
 	goRun("enforce dispatcher", enfDispatch.Run)
 	goRun("alert dispatcher", alertDispatch.Run)
+	if notifier != nil {
+		metrics.notifier(notifier)
+		goRun("webhook notifier", notifier.Run)
+	}
 	goRun("grace timer", func(ctx context.Context) error { return graceLoop(ctx, store, in, log) })
 
 	pool := newPool(runCtx, cfg.Ingest.Workers, in, log)
@@ -181,7 +192,7 @@ func Run(ctx context.Context, cfg config.Config, openStore OpenStore, log *slog.
 	}
 	var routes []api.Route
 	if !cfg.CAMARA.Disabled {
-		if routes, err = camaraRoutes(cfg, ln.Addr().String(), store, svc, log); err != nil {
+		if routes, err = camaraRoutes(cfg, ln.Addr().String(), store, svc, notifier, log); err != nil {
 			return err
 		}
 	}
@@ -219,7 +230,7 @@ func Run(ctx context.Context, cfg config.Config, openStore OpenStore, log *slog.
 // camaraRoutes builds the OAuth2 authorization server and the CAMARA API
 // and returns their routes: the API, the token endpoint, JWKS and
 // discovery, and the operator's client and token administration.
-func camaraRoutes(cfg config.Config, httpAddr string, store verifier.Store, svc *service.Service, log *slog.Logger) ([]api.Route, error) {
+func camaraRoutes(cfg config.Config, httpAddr string, store verifier.Store, svc *service.Service, notifier *webhook.Notifier, log *slog.Logger) ([]api.Route, error) {
 	c := cfg.CAMARA
 	issuer := c.Issuer
 	if issuer == "" {
@@ -251,6 +262,7 @@ func camaraRoutes(cfg config.Config, httpAddr string, store verifier.Store, svc 
 	admin := auth.AdminHandler()
 	return []api.Route{
 		{Pattern: camara.BasePath + "/", Handler: h},
+		{Pattern: camara.SubscriptionsBasePath + "/", Handler: h.Subscriptions(notifier)},
 		{Pattern: oauth.TokenPath, Handler: tokens},
 		{Pattern: oauth.JWKSPath, Handler: tokens},
 		{Pattern: oauth.DiscoveryPath, Handler: tokens},
@@ -301,14 +313,37 @@ func (a authenticator) Authenticate(ctx context.Context, username, password stri
 	return broker.AlertSubscriber(p.Tenant), nil
 }
 
-func alertHandler(brk *broker.Broker) dispatch.Handler {
+// alertHandler publishes an alert over MQTT and, when n is not nil, first
+// fans it out to the CAMARA subscriptions (idempotent: a retry after a
+// failed publish queues no event twice).
+func alertHandler(brk *broker.Broker, n *webhook.Notifier) dispatch.Handler {
 	return func(ctx context.Context, e verifier.OutboxEntry) error {
 		a, err := protocol.DecodeAlert(e.Payload)
 		if err != nil {
 			return fmt.Errorf("alert %s: %v: %w", e.ID, err, dispatch.ErrPermanent)
 		}
+		if n != nil {
+			if err := n.HandleAlert(ctx, e); err != nil {
+				return err
+			}
+		}
 		return brk.PublishAlert(ctx, a.Tenant, a.Type, a.ID, e.Payload)
 	}
+}
+
+// newNotifier returns the CAMARA subscriptions' notifier.
+func newNotifier(cfg config.Config, store verifier.Store, log *slog.Logger) (*webhook.Notifier, error) {
+	w := cfg.CAMARA.Webhook
+	source := w.Source
+	if source == "" && cfg.CAMARA.Issuer != "" {
+		source = strings.TrimSuffix(cfg.CAMARA.Issuer, "/") + camara.SubscriptionsBasePath
+	}
+	n, err := webhook.New(store, webhook.Config{Source: source, AllowPrivateSinks: w.AllowPrivateSinks, CAFile: w.CAFile,
+		Workers: w.Workers, Timeout: w.Timeout, MaxAge: w.MaxAge}, log, time.Now)
+	if err != nil {
+		return nil, fmt.Errorf("camara.webhook: %w", err)
+	}
+	return n, nil
 }
 
 func newEnforcer(c config.Enforce) (enforce.Enforcer, error) {

@@ -14,6 +14,7 @@ import (
 	"github.com/cardbind/cardbind/verifier/dispatch"
 	"github.com/cardbind/cardbind/verifier/ingest"
 	"github.com/cardbind/cardbind/verifier/radius"
+	"github.com/cardbind/cardbind/verifier/webhook"
 )
 
 // metrics is the verifier's Prometheus registry (its own, not the global
@@ -90,6 +91,17 @@ func (m *metrics) dispatchers(ds ...*dispatch.Dispatcher) {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cardbind_outbox_in_flight",
 			Help: "Outbox entries being handled now, by dispatcher.", ConstLabels: labels},
 			func() float64 { return float64(st.InFlight.Load()) }))
+	}
+}
+
+// notifier exports the CAMARA subscriptions' delivery counters.
+func (m *metrics) notifier(n *webhook.Notifier) {
+	st := n.Stats()
+	for result, load := range map[string]func() uint64{"delivered": st.Delivered.Load, "retried": st.Retried.Load,
+		"dropped": st.Dropped.Load, "gone": st.Gone.Load} {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cardbind_webhook_events_total",
+			Help:        "CAMARA subscription events (CloudEvents) by result: delivered, retried (attempts), dropped, gone (the sink answered 410).",
+			ConstLabels: prometheus.Labels{"result": result}}, func() float64 { return float64(load()) }))
 	}
 }
 

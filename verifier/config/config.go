@@ -58,6 +58,31 @@ type CAMARA struct {
 	// External, when its issuer is set, also accepts tokens of an
 	// external OpenID provider.
 	External ExternalIdP `toml:"external"`
+	// Webhook configures the delivery of subscription events
+	// (CloudEvents) to the customers' HTTPS sinks.
+	Webhook Webhook `toml:"webhook"`
+}
+
+// Webhook configures the delivery of CAMARA subscription events.
+type Webhook struct {
+	// AllowPrivateSinks lets sinks resolve to loopback, private,
+	// link-local and other non-public addresses (tests, private
+	// networks). Off, such sinks are refused (SSRF guard).
+	AllowPrivateSinks bool `toml:"allow_private_sinks"`
+	// CAFile is a PEM file of certificate authorities trusted for sinks,
+	// besides the system's.
+	CAFile string `toml:"ca_file"`
+	// Source is the CloudEvents source of every event. Default: the
+	// issuer plus the subscriptions API path when camara.issuer is set,
+	// else "urn:cardbind:verifier".
+	Source string `toml:"source"`
+	// Workers deliver to that many subscriptions at once (each
+	// subscription's events go one at a time, in order).
+	Workers int `toml:"workers"`
+	// Timeout bounds one delivery attempt; MaxAge is how long an event
+	// is retried before it is dropped.
+	Timeout time.Duration `toml:"timeout"`
+	MaxAge  time.Duration `toml:"max_age"`
 }
 
 // ExternalIdP is an external OpenID provider whose tokens are accepted.
@@ -151,7 +176,8 @@ func Default() Config {
 		Ingest:  Ingest{Workers: 16},
 		Log:     Log{Level: "info", Format: "text"},
 		Store:   StoreConf{CacheMB: 64},
-		CAMARA:  CAMARA{TokenTTL: time.Hour, DefaultAreaRadius: 5000},
+		CAMARA: CAMARA{TokenTTL: time.Hour, DefaultAreaRadius: 5000,
+			Webhook: Webhook{Workers: 8, Timeout: 10 * time.Second, MaxAge: 24 * time.Hour}},
 	}
 }
 
@@ -275,6 +301,29 @@ func (c *CAMARA) validate() error {
 		}
 		if u, err := url.Parse(e.JWKSURL); err != nil || u.Scheme != "https" || u.Host == "" {
 			return fmt.Errorf("config: camara.external.jwks_url: %q: want an https URL", e.JWKSURL)
+		}
+	}
+	return c.Webhook.validate()
+}
+
+func (w *Webhook) validate() error {
+	if w.Workers < 1 || w.Workers > 1024 {
+		return errors.New("config: camara.webhook.workers: want 1 to 1024")
+	}
+	if w.Timeout < time.Second || w.Timeout > 5*time.Minute {
+		return errors.New("config: camara.webhook.timeout: want 1s to 5m")
+	}
+	if w.MaxAge < time.Minute || w.MaxAge > 7*24*time.Hour {
+		return errors.New("config: camara.webhook.max_age: want 1m to 168h")
+	}
+	if w.CAFile != "" {
+		if _, err := os.Stat(w.CAFile); err != nil {
+			return fmt.Errorf("config: camara.webhook.ca_file: %w", err)
+		}
+	}
+	if w.Source != "" {
+		if _, err := url.Parse(w.Source); err != nil || len(w.Source) > 2048 {
+			return fmt.Errorf("config: camara.webhook.source: %q: want a URI reference", w.Source)
 		}
 	}
 	return nil

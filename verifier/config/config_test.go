@@ -62,6 +62,9 @@ func TestLoadCAMARAAndRADIUS(t *testing.T) {
 issuer = "https://api.example.com"
 token_ttl = "30m"
 disabled_identifiers = ["networkAccessIdentifier"]
+[camara.webhook]
+allow_private_sinks = true
+max_age = "2h"
 [radius]
 listen = "0.0.0.0:1813"
 clients = [
@@ -76,6 +79,7 @@ clients = [
 		t.Fatal(err)
 	}
 	if c.CAMARA.TokenTTL != 30*time.Minute || c.CAMARA.DefaultAreaRadius != 5000 || len(c.RADIUS.Clients) != 2 ||
+		!c.CAMARA.Webhook.AllowPrivateSinks || c.CAMARA.Webhook.MaxAge != 2*time.Hour || c.CAMARA.Webhook.Workers != 8 ||
 		c.RADIUS.Clients[1].Secret != "ggsn-secret" {
 		t.Errorf("loaded %+v", c)
 	}
@@ -128,6 +132,10 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) {
 			c.CAMARA.External = ExternalIdP{Issuer: "https://idp", Audience: "a", JWKSURL: "http://idp/jwks"}
 		}, "camara.external.jwks_url"},
+		{func(c *Config) { c.CAMARA.Webhook.Workers = 0 }, "camara.webhook.workers"},
+		{func(c *Config) { c.CAMARA.Webhook.Timeout = 0 }, "camara.webhook.timeout"},
+		{func(c *Config) { c.CAMARA.Webhook.MaxAge = time.Second }, "camara.webhook.max_age"},
+		{func(c *Config) { c.CAMARA.Webhook.CAFile = "/no/such/ca.pem" }, "camara.webhook.ca_file"},
 		{func(c *Config) { c.RADIUS.Listen = ":1813" }, "radius.clients"},
 		{func(c *Config) { c.RADIUS.Listen = "1813" }, "radius.listen"},
 		{func(c *Config) {
