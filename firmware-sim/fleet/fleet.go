@@ -97,6 +97,9 @@ type Config struct {
 	// Seed seeds the scenario's choices.
 	Seed uint64
 
+	// FlushTimeout is how long the links may deliver what is queued once
+	// the modems and agents stopped (default 10s).
+	FlushTimeout time.Duration
 	// EnrollWorkers is how many enrolments run in parallel (default 16).
 	EnrollWorkers int
 	// ProgressEvery is the interval of Progress calls (default 1s).
@@ -148,6 +151,7 @@ func (c *Config) validate() error {
 	def(&c.SwapHold, 5*time.Second)
 	def(&c.SwapGap, 200*time.Millisecond)
 	def(&c.ProgressEvery, time.Second)
+	def(&c.FlushTimeout, 10*time.Second)
 	if c.OutboxLimit <= 0 {
 		c.OutboxLimit = 1000
 	}
@@ -225,6 +229,9 @@ type Summary struct {
 	Goroutines               int // while running, whole process
 	GoroutinesBefore         int
 	RSSBefore, RSS           uint64 // before building the gateways; at the end of the scenario
+	// HeapInuse and StackInuse are the Go runtime's, at the end of the
+	// scenario.
+	HeapInuse, StackInuse uint64
 }
 
 // RSSPerSession is the resident memory the gateways added, per connected
@@ -397,6 +404,9 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	sum.Connected = connected()
 	sum.Goroutines = runtime.NumGoroutine()
 	sum.RSS = rss()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	sum.HeapInuse, sum.StackInuse = ms.HeapInuse, ms.StackInuse
 	scWG.Wait() // swaps put their cards back
 
 	// Stop: modems and agents first, then give the links a few seconds
@@ -405,13 +415,11 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	stopDevices()
 	devWGDone := make(chan struct{})
 	go func() { devWG.Wait(); close(devWGDone) }()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(cfg.FlushTimeout)
 	for time.Now().Before(deadline) {
 		pending := 0
 		for _, d := range devices[:started] {
-			if d.link.Connected() {
-				pending += d.box.Len()
-			}
+			pending += d.box.Len()
 		}
 		if pending == 0 {
 			break

@@ -37,6 +37,8 @@ type Storm struct {
 	At        time.Duration // since the start of the run
 	Dropped   int
 	Recovered time.Duration // 0: not back to the count before it
+	// Cut is set when the run ended before the fleet was back.
+	Cut bool
 }
 
 func newScenario(cfg *Config, devices []*device) *scenario {
@@ -238,6 +240,7 @@ func (s *scenario) stormLoop(ctx context.Context, start time.Time, connected fun
 		for time.Now().Before(deadline) {
 			select {
 			case <-ctx.Done():
+				st.Cut = true
 				break wait
 			case <-poll.C:
 			}

@@ -231,7 +231,7 @@ func writeSummary(w io.Writer, s *fleet.Summary, lim fleet.FileLimit) {
 	p("  enrolment           %s: %d enrolled, %d reused, %d cards imported, tenant created %v", sec(e.Took), e.Enrolled, e.Reused, e.Imported, e.TenantCreated)
 	all := "never all at once"
 	if s.ConnectAll > 0 {
-		all = "all connected after " + sec(s.ConnectAll)
+		all = fmt.Sprintf("all connected after %s (%.0f/s)", sec(s.ConnectAll), float64(s.Devices)/s.ConnectAll.Seconds())
 	}
 	p("  sessions            peak %d, %d at the end; started in %s, %s; %d dials, %d failed", s.Peak, s.Connected, sec(s.Ramp), all, s.Dials, s.DialErrors)
 	p("  reports             queued %d, acked (PUBACK) %d; over the steady %s: %.1f/s queued, %.1f/s acked", s.Queued, s.Acked, sec(s.Steady), s.QueuedRate, s.AckedRate)
@@ -246,12 +246,16 @@ func writeSummary(w io.Writer, s *fleet.Summary, lim fleet.FileLimit) {
 	p("  modem faults        %d reboots, %d garbled, %d silent, %d errors", s.Reboots, s.Garbles, s.Timeouts, s.Errors)
 	for _, st := range s.Storms {
 		back := "not back before the next storm"
+		if st.Cut {
+			back = "the run ended first"
+		}
 		if st.Recovered > 0 {
 			back = "back in " + sec(st.Recovered)
 		}
 		p("  storm at %-10s dropped %d, %s", sec(st.At), st.Dropped, back)
 	}
 	p("  goroutines          %d (%.1f per gateway)", s.Goroutines, s.GoroutinesPerDevice())
+	p("  Go memory           heap %.0f MiB, stacks %.0f MiB", float64(s.HeapInuse)/(1<<20), float64(s.StackInuse)/(1<<20))
 	p("  RSS                 %.0f MiB before the gateways, %.0f MiB running: %.1f KiB per session",
 		float64(s.RSSBefore)/(1<<20), float64(s.RSS)/(1<<20), s.RSSPerSession()/1024)
 }
