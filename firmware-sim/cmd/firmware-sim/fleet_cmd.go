@@ -107,6 +107,7 @@ func runFleet(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&cfg.StormEvery, "storm-every", 0, "drop sessions at once this often (0: no storms)")
 	fs.Float64Var(&cfg.StormPercent, "storm-percent", 0, "`percent` of the sessions each storm drops")
 	fs.IntVar(&cfg.OutboxLimit, "outbox-limit", 1000, "each agent's outbox limit")
+	fs.DurationVar(&cfg.FlushTimeout, "flush-timeout", 10*time.Second, "how long the links may deliver queued reports at the end")
 	fs.IntVar(&cfg.EnrollWorkers, "enroll-workers", 16, "parallel enrolments")
 	fs.DurationVar(&cfg.ProgressEvery, "progress", time.Second, "progress line interval")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the scenario's choices")
