@@ -168,4 +168,65 @@ func TestRADIUSAloneBlocksCardInForeignDevice(t *testing.T) {
 	if m := metrics(t, n.v); !strings.Contains(m, "cardbind_radius") {
 		t.Errorf("no RADIUS metrics:\n%s", m)
 	}
+	var acct map[string]uint64
+	n.network.must("GET", "/v1/accounting", nil, &acct)
+	if acct["answered"] < 4 || acct["dropped"] != 0 {
+		t.Errorf("network's accounting: %v; want Start, Stop, Start, Stop answered, none dropped", acct)
+	}
+	t.Logf("network's accounting: %v", acct)
+}
+
+// The network's door: with the simulated network asking the verifier's
+// EIR endpoint on every attach, the attach in a foreign device is refused
+// (BLACKLISTED) and the card blocked and alerted; back in its gateway the
+// check sees the right equipment, the card resumes, and the device
+// attaches again, its RADIUS Start giving the verifier its address. No
+// agent anywhere.
+func TestEIRRefusesForeignDeviceAndResumes(t *testing.T) {
+	n := startNetworkSide(t, true)
+	alerts := watchAlerts(t, n.v, "acme")
+
+	res := n.attach(gw1IMEI)
+	if res.Result != "registered" || res.EquipmentStatus != "WHITELISTED" {
+		t.Fatalf("attach in the gateway: %+v", res)
+	}
+	eventually(t, 10*time.Second, "the gateway's session at the verifier", func() bool { return n.card().IPv4 == res.IP })
+
+	begin := time.Now()
+	res = n.attach(phone)
+	if res.Result != "denied" || res.EquipmentStatus != "BLACKLISTED" {
+		t.Fatalf("attach in the phone: %+v, want denied by the EIR", res)
+	}
+	t.Logf("attach in a foreign device refused at the door in %v", time.Since(begin).Round(time.Millisecond))
+	if c := n.card(); c.Status.State != string(protocol.CardBlocked) || c.Status.LastSource != "eir" || c.Status.OffendingIMEI != phone {
+		t.Errorf("verifier card after the refused attach: %+v", c.Status)
+	}
+	eventually(t, 10*time.Second, "card blocked at the network", func() bool { return blockedAtNetwork(t, n.network, cardA) })
+	eventually(t, 10*time.Second, "mismatch and blocked alerts", func() bool {
+		return alerts.has(protocol.AlertMismatch) && alerts.has(protocol.AlertBlocked)
+	})
+	t.Logf("attach in a foreign device → alert at %s in %v", alerts.via, time.Since(begin).Round(time.Millisecond))
+
+	// Back in the gateway: the first attempt resumes the card at the
+	// verifier (the EIR says WHITELISTED) but may still meet the
+	// network's block until the enforcement lifts it; the device retries.
+	begin = time.Now()
+	eventually(t, 10*time.Second, "the gateway attaches again", func() bool {
+		r := n.attach(gw1IMEI)
+		if r.EquipmentStatus != "WHITELISTED" {
+			t.Fatalf("gateway attach: %+v", r)
+		}
+		res = r
+		return r.Result == "registered"
+	})
+	t.Logf("back in the gateway → attached again in %v", time.Since(begin).Round(time.Millisecond))
+	eventually(t, 10*time.Second, "resumed alert", func() bool { return alerts.has(protocol.AlertResumed) })
+	eventually(t, 10*time.Second, "the new session's address at the verifier", func() bool {
+		c := n.card()
+		return c.IPv4 == res.IP && c.Status.State == string(protocol.CardActive)
+	})
+	want := []protocol.AlertType{protocol.AlertMismatch, protocol.AlertBlocked, protocol.AlertResumed}
+	if got := alerts.types(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("alerts = %v, want %v", got, want)
+	}
 }

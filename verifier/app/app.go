@@ -31,6 +31,7 @@ import (
 	"github.com/cardbind/cardbind/verifier/camara"
 	"github.com/cardbind/cardbind/verifier/config"
 	"github.com/cardbind/cardbind/verifier/dispatch"
+	"github.com/cardbind/cardbind/verifier/eir"
 	"github.com/cardbind/cardbind/verifier/enforce"
 	"github.com/cardbind/cardbind/verifier/ingest"
 	"github.com/cardbind/cardbind/verifier/oauth"
@@ -195,6 +196,10 @@ func Run(ctx context.Context, cfg config.Config, openStore OpenStore, log *slog.
 		if routes, err = camaraRoutes(cfg, ln.Addr().String(), store, svc, notifier, log); err != nil {
 			return err
 		}
+	}
+	if cfg.EIR.Enabled {
+		eirHandler := eir.New(store, in, eir.Options{Clients: cfg.EIR.ClientPrefixes()}, log.With("part", "eir"))
+		routes = append(routes, api.Route{Pattern: eir.Path, Handler: eirHandler})
 	}
 	handler := api.Handler(svc, api.Options{OperatorTokenHash: api.HashToken(opToken), BrokerURL: brokerURL(),
 		Metrics: metrics.handler(), Ready: func() error { return nil }, Routes: routes}, log.With("part", "api"))

@@ -32,6 +32,40 @@ type Config struct {
 	Store   StoreConf `toml:"store"`
 	CAMARA  CAMARA    `toml:"camara"`
 	RADIUS  RADIUS    `toml:"radius"`
+	EIR     EIR       `toml:"eir"`
+}
+
+// EIR configures the equipment identity check endpoint (3GPP TS 29.511
+// style, GET /n5g-eir-eic/v1/equipment-status) on the HTTP listener.
+type EIR struct {
+	// Enabled serves the endpoint (default on).
+	Enabled bool `toml:"enabled"`
+	// Clients are the AMF/MME addresses or CIDR networks allowed to ask;
+	// empty means loopback only (a check can block a card).
+	Clients []string `toml:"clients"`
+}
+
+// ClientPrefixes returns Clients as prefixes (an address is a /32 or
+// /128); Validate has checked them.
+func (e *EIR) ClientPrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, c := range e.Clients {
+		if p, err := parseAddrOrPrefix(c); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func parseAddrOrPrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
 }
 
 // CAMARA configures the CAMARA API for enterprise customers and the OAuth2
@@ -178,6 +212,7 @@ func Default() Config {
 		Store:   StoreConf{CacheMB: 64},
 		CAMARA: CAMARA{TokenTTL: time.Hour, DefaultAreaRadius: 5000,
 			Webhook: Webhook{Workers: 8, Timeout: 10 * time.Second, MaxAge: 24 * time.Hour}},
+		EIR: EIR{Enabled: true},
 	}
 }
 
@@ -267,7 +302,15 @@ func (c *Config) Validate() error {
 	if err := c.CAMARA.validate(); err != nil {
 		return err
 	}
-	return c.RADIUS.validate()
+	if err := c.RADIUS.validate(); err != nil {
+		return err
+	}
+	for i, cl := range c.EIR.Clients {
+		if _, err := parseAddrOrPrefix(cl); err != nil {
+			return fmt.Errorf("config: eir.clients[%d]: %q: want an IP address or CIDR network", i, cl)
+		}
+	}
+	return nil
 }
 
 func (c *CAMARA) validate() error {

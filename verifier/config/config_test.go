@@ -144,6 +144,7 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) {
 			c.RADIUS = RADIUS{Listen: ":1813", Clients: []RADIUSClient{{Address: "pgw-1", Secret: "s"}}}
 		}, "radius.clients[0].address"},
+		{func(c *Config) { c.EIR.Clients = []string{"10.0.0.0/8", "amf-1"} }, "eir.clients[1]"},
 	}
 	for _, tt := range tests {
 		c := Default()
@@ -151,5 +152,25 @@ func TestValidate(t *testing.T) {
 		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("want error naming %s, got %v", tt.want, err)
 		}
+	}
+}
+
+func TestLoadEIR(t *testing.T) {
+	if d := Default(); !d.EIR.Enabled || len(d.EIR.ClientPrefixes()) != 0 {
+		t.Errorf("default eir = %+v, want enabled for loopback only", d.EIR)
+	}
+	c, err := Load(write(t, "[eir]\nenabled = false\nclients = [\"10.30.0.0/16\", \"192.0.2.9\", \"2001:db8::1\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range c.EIR.ClientPrefixes() {
+		got = append(got, p.String())
+	}
+	if c.EIR.Enabled || strings.Join(got, " ") != "10.30.0.0/16 192.0.2.9/32 2001:db8::1/128" {
+		t.Errorf("eir = %+v, prefixes %v", c.EIR, got)
 	}
 }
