@@ -98,7 +98,7 @@ func runFleet(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&cfg.MaxBackoff, "max-backoff", 2*time.Minute, "longest MQTT reconnect delay")
 	fs.Float64Var(&cfg.Ramp, "ramp", 1000, "gateways started per `second` (0: all at once)")
 	fs.DurationVar(&cfg.Duration, "duration", time.Minute, "how long the scenario runs once all gateways are started (0: until interrupted)")
-	srcN := fs.Int("source-addrs", -1, "number of loopback source `addresses` from 127.0.0.2 (-1: one per 20,000 gateways towards a loopback verifier; 0: the system's choice)")
+	srcN := fs.Int("source-addrs", -1, "number of loopback source `addresses` from 127.0.0.2 (-1: one per 10,000 gateways and one more towards a loopback verifier, leaving ports for reconnects in TIME_WAIT; 0: the system's choice)")
 	fs.Float64Var(&cfg.SwapRate, "swap-rate", 0, "SIM swaps per `second` across the fleet")
 	fs.DurationVar(&cfg.SwapHold, "swap-hold", 5*time.Second, "how long a swapped card stays in the other gateway")
 	fs.DurationVar(&cfg.SwapGap, "swap-gap", 200*time.Millisecond, "empty slot time while a card is changed")
@@ -147,7 +147,7 @@ func runFleet(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if n < 0 {
 		n = 0
 		if u, err := url.Parse(cfg.VerifierURL); err == nil && isLoopback(u.Hostname()) {
-			n = (cfg.Devices + 19_999) / 20_000
+			n = cfg.Devices/10_000 + 1
 		}
 	}
 	cfg.SourceAddrs = fleet.LoopbackSources(n)
