@@ -63,7 +63,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.rounds, "rounds", 2, "throughput rounds; each runs the bare broker and the verifier, alternating which goes first")
 	fs.IntVar(&o.swaps, "swaps", 200, "SIM swaps timed in the latency phase")
 	fs.Float64Var(&o.rate, "rate", 10_000, "background reports per second during the swaps (the target)")
-	fs.Float64Var(&o.rateFrac, "rate-cap", 0.8, "cap the background rate at this fraction of the verifier's measured throughput (0: no cap)")
+	fs.Float64Var(&o.rateFrac, "rate-cap", 0.5, "cap the background rate at this fraction of the verifier's measured throughput (0: no cap)")
 	fs.StringVar(&o.mdFile, "md", "", "write the results as a Markdown section to this file")
 	fs.StringVar(&o.jsonFile, "json", "", "write the raw results as JSON to this file")
 	fs.StringVar(&o.plotDir, "plots", "", "write PNG plots into this directory")
@@ -418,9 +418,9 @@ func latencyPhase(ctx context.Context, o options, a *admin, nw *network.Network,
 		return nil, "", err
 	}
 
-	// Enough pre-signed background for the swaps at about 150 ms each
+	// Enough pre-signed background for the swaps at about 250 ms each
 	// (they take 30-100 ms); swaps after it ran out are marked unloaded.
-	planned := 4*time.Second + time.Duration(o.swaps)*150*time.Millisecond
+	planned := 4*time.Second + time.Duration(o.swaps)*250*time.Millisecond
 	perGw := int(rate*planned.Seconds())/len(f.load) + 1
 	logf("latency: signing %d background reports (%.0f/s for %v)", perGw*len(f.load), rate, planned)
 	bg, _, err := signHeartbeats(f.load, perGw)
