@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cardbind/cardbind/protocol"
 )
 
 // The story of issue "cardbind-agent", for every modem personality: the
@@ -45,28 +47,13 @@ type agentRig struct {
 	allowRadio  bool // modem.allow_radio in the agent's configuration
 }
 
-// imeiWithCheck appends the Luhn check digit to digits.
-func imeiWithCheck(digits string) string {
-	sum := 0
-	for i := len(digits) - 1; i >= 0; i-- {
-		d := int(digits[i] - '0')
-		if (len(digits)-1-i)%2 == 0 {
-			if d *= 2; d > 9 {
-				d -= 9
-			}
-		}
-		sum += d
-	}
-	return digits + strconv.Itoa((10-sum%10)%10)
-}
-
 // newRig provisions two cards at the network and in the verifier's
 // inventory (tenant "fleet", which must exist), home bound to the gateway's
 // IMEI, and starts the modem with the home card in its slot.
 func newRig(t *testing.T, v *verifier, network api, personality string, n int) *agentRig {
 	r := &agentRig{t: t, v: v, admin: api{t: t, base: v.admin.base, token: v.admin.token},
 		network: api{t: t, base: network.base}, personality: personality,
-		imei: imeiWithCheck(fmt.Sprintf("35693803%06d", 100+n)), dir: t.TempDir()}
+		imei: protocol.WithCheckDigit(fmt.Sprintf("35693803%06d", 100+n)), dir: t.TempDir()}
 	card := func(k int) simCard {
 		return simCard{iccid: fmt.Sprintf("8986031864%02d%d000000", n, k), imsi: fmt.Sprintf("46003%02d%d0000000", n, k),
 			msisdn: fmt.Sprintf("+86139%02d%d00000", n, k)}

@@ -11,22 +11,6 @@ import (
 	"github.com/cardbind/cardbind/protocol"
 )
 
-// luhn appends the Luhn check digit to digits.
-func luhn(digits string) string {
-	sum := 0
-	for i := len(digits) - 1; i >= 0; i-- {
-		d := int(digits[i] - '0')
-		if (len(digits)-i)%2 == 1 {
-			d *= 2
-			if d > 9 {
-				d -= 9
-			}
-		}
-		sum += d
-	}
-	return digits + strconv.Itoa((10-sum%10)%10)
-}
-
 // historyEntry is the part of a history entry the crash test reads.
 type historyEntry struct {
 	Seq      uint64             `json:"seq"`
@@ -76,11 +60,11 @@ func TestCrashWhileReportsFlow(t *testing.T) {
 	csv.WriteString("iccid,tenant,imsi\n")
 	gws := make([]*crashDevice, devices)
 	for i := range gws {
-		iccid := luhn(fmt.Sprintf("898603186402201%04d", i))
+		iccid := protocol.WithCheckDigit(fmt.Sprintf("898603186402201%04d", i))
 		imsi := fmt.Sprintf("4600312345%05d", i)
 		network.must("POST", "/v1/cards", map[string]string{"iccid": iccid, "imsi": imsi}, nil)
 		fmt.Fprintf(&csv, "%s,acme,%s\n", iccid, imsi)
-		gws[i] = &crashDevice{iccid: iccid, imei: luhn(fmt.Sprintf("35693803%06d", i))}
+		gws[i] = &crashDevice{iccid: iccid, imei: protocol.WithCheckDigit(fmt.Sprintf("35693803%06d", i))}
 	}
 	v.admin.must("POST", "/admin/v1/cards/import?format=csv", csv.String(), nil)
 	for _, g := range gws {

@@ -250,3 +250,22 @@ func TestValidateID(t *testing.T) {
 		}
 	}
 }
+
+func TestWithCheckDigit(t *testing.T) {
+	tests := map[string]string{
+		"35693803564380":           "356938035643809",     // a published example IMEI
+		"35209900176148":           "352099001761481",     // CAMARA's 35-209900-176148-1
+		"8901260886258128535"[:18]: "8901260886258128535", // an ICCID whose Luhn passes
+		"":                         "",
+		"3569380356438x":           "",
+		"+3569380356438":           "",
+	}
+	for in, want := range tests {
+		if got := WithCheckDigit(in); got != want {
+			t.Errorf("WithCheckDigit(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if _, err := ParseIMEI(WithCheckDigit("86123456789012")); err != nil {
+		t.Errorf("an IMEI made with WithCheckDigit does not parse: %v", err)
+	}
+}

@@ -20,6 +20,17 @@ func luhnDigit(digits string) byte {
 	return byte('0' + (10-sum%10)%10)
 }
 
+// WithCheckDigit returns digits followed by their Luhn check digit: the
+// IMEI of a TAC and serial number, or a valid ICCID from its first 18 or
+// 19 digits. It returns "" when digits is empty or holds anything but
+// '0'..'9'.
+func WithCheckDigit(digits string) string {
+	if !isDigits(digits) {
+		return ""
+	}
+	return digits + string(luhnDigit(digits))
+}
+
 // luhnValid reports whether the last digit of s is the Luhn check digit of
 // the digits before it. s must hold only decimal digits and be at least two
 // digits long.

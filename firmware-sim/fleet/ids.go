@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/cardbind/cardbind/firmware-sim/modem"
+	"github.com/cardbind/cardbind/protocol"
 )
 
 // Identity is what one simulated gateway is: its modem's IMEI and the SIM
@@ -25,29 +26,12 @@ func identityOf(i int) Identity {
 	imei := fmt.Sprintf("35999990%06d", i)
 	iccid := fmt.Sprintf("898699%013d", i)
 	return Identity{
-		IMEI: imei + string(luhnDigit(imei)),
+		IMEI: protocol.WithCheckDigit(imei),
 		SIM: modem.SIM{
-			ICCID:  iccid + string(luhnDigit(iccid)),
+			ICCID:  protocol.WithCheckDigit(iccid),
 			IMSI:   fmt.Sprintf("46099%010d", i),
 			MSISDN: fmt.Sprintf("+8617%09d", i),
 		},
 	}
 }
 
-// luhnDigit returns the Luhn check digit of digits.
-func luhnDigit(digits string) byte {
-	sum := 0
-	double := true // the rightmost digit of the payload is doubled
-	for i := len(digits) - 1; i >= 0; i-- {
-		d := int(digits[i] - '0')
-		if double {
-			d *= 2
-			if d > 9 {
-				d -= 9
-			}
-		}
-		sum += d
-		double = !double
-	}
-	return byte('0' + (10-sum%10)%10)
-}

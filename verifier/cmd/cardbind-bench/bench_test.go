@@ -98,8 +98,8 @@ func TestHistSteps(t *testing.T) {
 func TestLuhnIdentifiers(t *testing.T) {
 	// 35693803564380 is the TAC+serial of a published example IMEI whose
 	// check digit is 9.
-	if got := luhn("35693803564380"); got != "356938035643809" {
-		t.Errorf("luhn = %s", got)
+	if got := gatewayIMEI(564380); got != "356938035643809" {
+		t.Errorf("gatewayIMEI = %s", got)
 	}
 	if imei := gatewayIMEI(7); len(imei) != 15 || !strings.HasPrefix(imei, "35693803") {
 		t.Errorf("gateway IMEI %s", imei)

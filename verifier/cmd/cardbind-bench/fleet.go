@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -70,27 +69,9 @@ func (a *admin) do(ctx context.Context, method, path string, body, out any) erro
 	return nil
 }
 
-// luhn appends the Luhn check digit to a string of digits.
-func luhn(digits string) string {
-	sum := 0
-	double := true
-	for i := len(digits) - 1; i >= 0; i-- {
-		d := int(digits[i] - '0')
-		if double {
-			d *= 2
-			if d > 9 {
-				d -= 9
-			}
-		}
-		sum += d
-		double = !double
-	}
-	return digits + strconv.Itoa((10-sum%10)%10)
-}
-
 // Identifiers of simulated gateway i and of the card that lives in it.
-func gatewayIMEI(i int) string { return luhn(fmt.Sprintf("35693803%06d", i)) }
-func cardICCID(i int) string   { return luhn(fmt.Sprintf("898603%013d", i)) }
+func gatewayIMEI(i int) string { return protocol.WithCheckDigit(fmt.Sprintf("35693803%06d", i)) }
+func cardICCID(i int) string   { return protocol.WithCheckDigit(fmt.Sprintf("898603%013d", i)) }
 func cardIMSI(i int) string    { return fmt.Sprintf("46003%010d", i) }
 func cardMSISDN(i int) string  { return fmt.Sprintf("+86139%08d", i) }
 
