@@ -591,10 +591,8 @@ func TestAgentOfflineRestart(t *testing.T) {
 		return r.status(r.home).State == "active" && !r.blocked(r.home)
 	})
 	var decisions []string
-	for _, h := range history(t, v, r.home.iccid) {
-		if h["observed"] != nil && h["time"] != nil {
-			decisions = append(decisions, fmt.Sprint(h["decision"]))
-		}
+	for _, h := range fullHistory(t, v, r.home.iccid) {
+		decisions = append(decisions, string(h.Decision))
 	}
 	if n := strings.Count(strings.Join(decisions, " "), "separated"); n < 2 {
 		t.Errorf("home card history %v: want at least two separations replayed", decisions)

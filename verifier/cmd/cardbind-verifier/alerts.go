@@ -59,7 +59,7 @@ func (c *adminClient) alerts(ctx context.Context, args []string) error {
 		*clientID = "cardbind-admin-alerts-" + fmt.Sprint(time.Now().UnixNano()%1e9)
 	}
 	var mu sync.Mutex
-	print := func(m mqtt.Message) {
+	show := func(m mqtt.Message) {
 		mu.Lock()
 		defer mu.Unlock()
 		a, err := protocol.DecodeAlert(m.Payload())
@@ -73,7 +73,7 @@ func (c *adminClient) alerts(ctx context.Context, args []string) error {
 		SetUsername(sub.Username).SetPassword(sub.Password).SetCleanSession(clean).SetAutoReconnect(true).
 		SetConnectRetry(true).SetConnectRetryInterval(time.Second).SetOrderMatters(true)
 	opts.SetOnConnectHandler(func(cl mqtt.Client) {
-		cl.Subscribe(sub.TopicFilter, 1, func(_ mqtt.Client, m mqtt.Message) { print(m) })
+		cl.Subscribe(sub.TopicFilter, 1, func(_ mqtt.Client, m mqtt.Message) { show(m) })
 	})
 	cl := mqtt.NewClient(opts)
 	tok := cl.Connect()
