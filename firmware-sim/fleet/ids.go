@@ -34,4 +34,3 @@ func identityOf(i int) Identity {
 		},
 	}
 }
-
