@@ -2,7 +2,8 @@
 # The cardbind story, end to end, on one machine and embedded defaults:
 # a verifier, a simulated operator network, two gateways (simulated modems
 # on pseudo-terminals, each with a real cardbind-agent), a customer using
-# the CAMARA API, and a thief. Needs Go and curl; leaves nothing running.
+# the CAMARA API (and an HTTPS CloudEvents sink for its subscriptions),
+# and a thief. Needs Go and curl; leaves nothing running.
 #
 #   scripts/demo.sh            the story, narrated
 #   DEMO_KEEP=1 scripts/demo.sh   keep the work directory (logs) afterwards
@@ -31,6 +32,7 @@ GW1_IMEI=356938035643809    # gateway 1: a smart meter's Quectel module
 GW2_IMEI=861234567890127    # gateway 2: a payment terminal's SIMCom module
 METER_IMEI=352099001761481  # a water meter with no agent: the network sees it
 PHONE_IMEI=490154203237518  # the thief's phone: no agent anywhere
+SINK_TOKEN=acme-sink-token  # the bearer token acme's sink wants on every event
 
 PIDS=()
 cleanup() {
@@ -74,6 +76,12 @@ wait_until() {
 
 port_free() { ! (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; }
 now_ms() { date +%s%3N; }
+# tod_ms HH:MM:SS.mmm: milliseconds since midnight (the sink logs such times).
+tod_ms() { local IFS=:.; read -r h m s ms <<<"$1"; echo $(((10#$h * 3600 + 10#$m * 60 + 10#$s) * 1000 + 10#$ms)); }
+# ms_between T1 T2: milliseconds from time of day T1 to T2.
+ms_between() { echo $((($(tod_ms "$2") - $(tod_ms "$1") + 86400000) % 86400000)); }
+# cloudevent: a sink log line, one attribute a line.
+cloudevent() { sed 's/ id=/\n      id=/; s/ data=/\n      data=/' | show; }
 
 command -v go >/dev/null || fail "Go is needed (https://go.dev/dl/)"
 command -v curl >/dev/null || fail "curl is needed (apt-get install curl)"
@@ -98,7 +106,14 @@ provision "$CARD_B" "$IMSI_B" "$MSISDN_B"
 provision "$CARD_C" "$IMSI_C" "$MSISDN_C"
 note "cards A $CARD_A, B $CARD_B and C $CARD_C provisioned"
 
+say "The customer starts its own HTTPS CloudEvents endpoint, the sink for its CAMARA subscriptions"
+note "a self-signed certificate made at start; it wants bearer token $SINK_TOKEN and logs every event"
+bg sink firmware-sim sink --listen "$SINK" --cert "$WORK/sink-cert.pem" --token "$SINK_TOKEN"
+wait_until 10 "the sink" test -s "$WORK/sink-cert.pem"
+grep listening "$LOGS/sink.log" | show
+
 say "Start the verifier on embedded defaults (MQTT broker, Pebble store, HTTP API in one process)"
+note "its config lets subscription sinks be on loopback and trusts the sink's certificate"
 cat >"$WORK/verifier.toml" <<EOF
 data_dir = "$WORK/data"
 [http]
@@ -111,6 +126,9 @@ simnet_url = "http://$NET"
 [radius]
 listen = "$RADIUS"
 clients = [{ address = "127.0.0.1", secret = "demo-radius-secret" }]
+[camara.webhook]
+allow_private_sinks = true
+ca_file = "$WORK/sink-cert.pem"
 EOF
 bg verifier cardbind-verifier serve --config "$WORK/verifier.toml"
 wait_until 30 "the verifier" curl -sf "http://$HTTP/readyz"
@@ -178,19 +196,44 @@ bg alerts "${ADMIN[@]}" alerts --tenant acme
 wait_until 10 "the alert watcher" grep -q watching "$LOGS/alerts.log"
 sed -n 1p "$LOGS/alerts.log" | show
 
+say "The customer's backend subscribes to card A's imei-change events, delivered to its sink"
+SUB_URL=http://$HTTP/iot-sim-fraud-prevention-subscriptions/v0.1/subscriptions
+SUB='{"protocol":"HTTP","sink":"https://'$SINK'/cardbind",
+ "sinkCredential":{"credentialType":"ACCESSTOKEN","accessToken":"'$SINK_TOKEN'",
+   "accessTokenExpiresUtc":"'$(date -u -d '+1 day' +%Y-%m-%dT%H:%M:%SZ)'","accessTokenType":"bearer"},
+ "types":["org.camaraproject.iot-sim-fraud-prevention.v0.imei-change"],
+ "config":{"subscriptionDetail":{"device":{"phoneNumber":"'$MSISDN_A'"}},"initialEvent":true}}'
+note "curl POST /iot-sim-fraud-prevention-subscriptions/v0.1/subscriptions"
+printf '%s\n' "$SUB" | show
+answer=$(curl -sS -w '\n%{http_code}' -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+	-H "x-correlator: demo-$step" -d "$SUB" "$SUB_URL")
+code=${answer##*$'\n'}
+note "HTTP $code:"
+printf '%s\n' "${answer%$'\n'*}" | sed 's/,"\(id\|sink\|status\)":/,\n "\1":/g' | show
+[[ $code == 201 ]] || fail "the subscription was refused"
+wait_until 10 "subscription-started at the sink" grep -q subscription-started "$LOGS/sink.log"
+note "the sink receives (its receipt time, the CloudEvent's type, id and data):"
+grep -m1 subscription-started "$LOGS/sink.log" | cloudevent
+note "no initial imei-change event: card A is in the device it is bound to"
+
 blocked() { curl -sf "http://$NET/v1/cards/$1" | grep -q '"blocked":true'; }
 not_blocked() { curl -sf "http://$NET/v1/cards/$1" | grep -q '"blocked":false'; }
 
 say "A thief takes card A out of gateway 1 and puts it into gateway 2"
 note "gateway 1's agent reports the card gone at once (separated); gateway 2's reports it in the wrong device"
-t0=$(now_ms)
+read -r t0 swapped < <(date '+%s%3N %H:%M:%S.%3N')
 curl -sf -X POST "http://$CTL1/sim/remove" >/dev/null
 curl -sf -X POST "http://$CTL2/sim/swap" -d "{\"iccid\":\"$CARD_A\",\"imsi\":\"$IMSI_A\",\"msisdn\":\"$MSISDN_A\"}" >/dev/null
 wait_until 10 "card A blocked at the network" blocked "$CARD_A"
 note "card A is blocked at the network $(($(now_ms) - t0)) ms after the swap"
 wait_until 10 "the blocked alert" grep -q "blocked .*card=$CARD_A" "$LOGS/alerts.log"
-note "alerts received:"
+wait_until 10 "the mismatch alert" grep -q "mismatch .*card=$CARD_A" "$LOGS/alerts.log"
+note "alerts received over MQTT:"
 grep "card=$CARD_A" "$LOGS/alerts.log" | show
+wait_until 10 "the imei-change CloudEvent" grep -q imei-change "$LOGS/sink.log"
+event=$(grep -m1 imei-change "$LOGS/sink.log")
+note "and the CloudEvent at the sink, received $(ms_between "$swapped" "${event%% *}") ms after the swap:"
+printf '%s\n' "$event" | cloudevent
 
 say "The card goes back where it belongs: service resumes by itself"
 t0=$(now_ms)
