@@ -55,6 +55,9 @@ type Store interface {
 	// Records are the few, rarely written things: tenants, credentials,
 	// enrolment tokens, settings.
 	PutRecord(ctx context.Context, ns, key string, value []byte) error
+	// PutRecords stores many records of namespace ns at once, atomically
+	// (bulk imports such as the cell table).
+	PutRecords(ctx context.Context, ns string, recs []Record) error
 	// GetRecord returns the value under (ns, key).
 	GetRecord(ctx context.Context, ns, key string) ([]byte, error)
 	// TakeRecord returns the value under (ns, key) and deletes it, in one

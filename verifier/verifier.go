@@ -156,6 +156,10 @@ type Observation struct {
 	DeviceID string `json:"device_id,omitempty"`
 	// Location, when the source knew it.
 	Location *protocol.Location `json:"location,omitempty"`
+	// Cell is the serving cell, when the source named one; ingest places
+	// it on the map (Location) through the cell table when the source gave
+	// no position of its own.
+	Cell *protocol.Cell `json:"cell,omitempty"`
 	// Actor names who acted, for admin and API observations.
 	Actor string `json:"actor,omitempty"`
 	// Ref identifies the observation at its source (device and sequence

@@ -33,6 +33,7 @@ import (
 	"github.com/cardbind/cardbind/verifier/dispatch"
 	"github.com/cardbind/cardbind/verifier/eir"
 	"github.com/cardbind/cardbind/verifier/enforce"
+	"github.com/cardbind/cardbind/verifier/geo"
 	"github.com/cardbind/cardbind/verifier/ingest"
 	"github.com/cardbind/cardbind/verifier/oauth"
 	"github.com/cardbind/cardbind/verifier/radius"
@@ -85,6 +86,8 @@ func Run(ctx context.Context, cfg config.Config, openStore OpenStore, log *slog.
 
 	now := time.Now
 	in := ingest.New(store, log.With("part", "ingest"), now)
+	cells := geo.New(store)
+	in.SetLocator(cells)
 	var brk *broker.Broker
 	brokerURL := func() string { return cfg.BrokerURL(brk.MQTTAddr()) }
 	publishCommand := func(ctx context.Context, device string, payload []byte) error {
@@ -197,9 +200,11 @@ func Run(ctx context.Context, cfg config.Config, openStore OpenStore, log *slog.
 			return err
 		}
 	}
+	routes = append(routes, api.Route{Pattern: geo.ImportPath, Handler: cells.ImportHandler(log.With("part", "geo")), Operator: true})
 	if cfg.EIR.Enabled {
 		eirHandler := eir.New(store, in, eir.Options{Clients: cfg.EIR.ClientPrefixes()}, log.With("part", "eir"))
 		routes = append(routes, api.Route{Pattern: eir.Path, Handler: eirHandler})
+		metrics.eir(eirHandler)
 	}
 	handler := api.Handler(svc, api.Options{OperatorTokenHash: api.HashToken(opToken), BrokerURL: brokerURL(),
 		Metrics: metrics.handler(), Ready: func() error { return nil }, Routes: routes}, log.With("part", "api"))

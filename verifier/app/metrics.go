@@ -12,6 +12,7 @@ import (
 	"github.com/cardbind/cardbind/verifier"
 	"github.com/cardbind/cardbind/verifier/broker"
 	"github.com/cardbind/cardbind/verifier/dispatch"
+	"github.com/cardbind/cardbind/verifier/eir"
 	"github.com/cardbind/cardbind/verifier/ingest"
 	"github.com/cardbind/cardbind/verifier/radius"
 	"github.com/cardbind/cardbind/verifier/webhook"
@@ -119,6 +120,19 @@ func (m *metrics) radius(rs *radius.Server) {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cardbind_radius_requests_total",
 			Help: "RADIUS accounting requests, by outcome.", ConstLabels: prometheus.Labels{"outcome": name}},
 			func() float64 { return float64(get(rs.Stats())) }))
+	}
+}
+
+// eir exports the equipment identity check's counters.
+func (m *metrics) eir(h *eir.Handler) {
+	st := h.Stats()
+	for answer, load := range map[string]func() uint64{
+		"whitelisted": st.Whitelisted.Load, "blacklisted": st.Blacklisted.Load, "greylisted": st.Greylisted.Load,
+		"invalid": st.Invalid.Load, "unknown": st.Unknown.Load, "forbidden": st.Forbidden.Load, "failed": st.Failed.Load,
+	} {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cardbind_eir_checks_total",
+			Help:        "Equipment identity checks, by answer: whitelisted, blacklisted, greylisted, or the error (invalid 400, unknown 404, forbidden 403, failed 500).",
+			ConstLabels: prometheus.Labels{"answer": answer}}, func() float64 { return float64(load()) }))
 	}
 }
 

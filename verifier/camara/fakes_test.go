@@ -129,6 +129,15 @@ func (s *memStore) PutRecord(_ context.Context, ns, key string, v []byte) error 
 	return nil
 }
 
+func (s *memStore) PutRecords(_ context.Context, ns string, recs []verifier.Record) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range recs {
+		s.records[ns+"\x00"+r.Key] = slices.Clone(r.Value)
+	}
+	return nil
+}
+
 func (s *memStore) GetRecord(_ context.Context, ns, key string) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -3,12 +3,15 @@ package geo
 import (
 	"context"
 	"encoding/csv"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"strconv"
 	"strings"
+
+	"github.com/cardbind/cardbind/verifier"
 )
 
 // Columns of the OpenCelliD CSV layout, in order.
@@ -70,26 +73,42 @@ func ParseRow(rec []string) (Key, Position, error) {
 // ImportStats says what an import did.
 type ImportStats struct {
 	// Rows counts data rows read (the header not included).
-	Rows int
+	Rows int `json:"rows"`
 	// Imported counts cells stored.
-	Imported int
+	Imported int `json:"imported"`
 	// Skipped counts malformed rows, left out.
-	Skipped int
+	Skipped int `json:"skipped"`
 }
 
+// importBatch is how many cells Import stores per synced write.
+const importBatch = 1000
+
 // Import reads a CSV in the OpenCelliD layout (with or without its header
-// line) and stores every well-formed row; malformed rows are counted and
-// skipped, the first few reported through bad (which may be nil). It
-// stops at the first store error or when ctx ends.
+// line) and stores every well-formed row, a batch at a time; malformed
+// rows are counted and skipped, each reported through bad (which may be
+// nil). It stops at the first store error or when ctx ends; the batches
+// stored before stay stored (importing the same file again is harmless).
 func (t *Table) Import(ctx context.Context, r io.Reader, bad func(line int, err error)) (ImportStats, error) {
 	var st ImportStats
+	batch := make([]verifier.Record, 0, importBatch)
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		if err := t.recs.PutRecords(ctx, Namespace, batch); err != nil {
+			return fmt.Errorf("geo: store %d cells: %w", len(batch), err)
+		}
+		st.Imported += len(batch)
+		batch = batch[:0]
+		return nil
+	}
 	cr := csv.NewReader(r)
 	cr.FieldsPerRecord = -1
 	cr.ReuseRecord = true
 	for line := 1; ; line++ {
 		rec, err := cr.Read()
 		if errors.Is(err, io.EOF) {
-			return st, nil
+			return st, flush()
 		}
 		if err != nil {
 			var pe *csv.ParseError
@@ -115,12 +134,15 @@ func (t *Table) Import(ctx context.Context, r io.Reader, bad func(line int, err 
 			}
 			continue
 		}
-		if err := ctx.Err(); err != nil {
-			return st, err
+		v, err := json.Marshal(p)
+		if err != nil {
+			return st, fmt.Errorf("geo: encode %s: %w", k, err)
 		}
-		if err := t.Put(ctx, k, p); err != nil {
-			return st, err
+		batch = append(batch, verifier.Record{Key: k.String(), Value: v})
+		if len(batch) == importBatch {
+			if err := flush(); err != nil {
+				return st, err
+			}
 		}
-		st.Imported++
 	}
 }

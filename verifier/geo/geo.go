@@ -33,6 +33,7 @@ const Namespace = "geo.cell"
 // Records is the part of verifier.Store the table uses.
 type Records interface {
 	PutRecord(ctx context.Context, ns, key string, value []byte) error
+	PutRecords(ctx context.Context, ns string, recs []verifier.Record) error
 	GetRecord(ctx context.Context, ns, key string) ([]byte, error)
 }
 

@@ -1,11 +1,15 @@
 package geo
 
 import (
+	"bytes"
 	"context"
 	"encoding/csv"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -92,6 +96,9 @@ func TestLocate(t *testing.T) {
 type failingRecords struct{}
 
 func (failingRecords) PutRecord(context.Context, string, string, []byte) error {
+	return errors.New("down")
+}
+func (failingRecords) PutRecords(context.Context, string, []verifier.Record) error {
 	return errors.New("down")
 }
 func (failingRecords) GetRecord(context.Context, string, string) ([]byte, error) {
@@ -204,13 +211,12 @@ func TestAreaLimitThroughCells(t *testing.T) {
 		{protocol.Cell{MCC: "460", MNC: "03", ID: 27446217}, protocol.CardBlocked, protocol.DecisionMatch},                   // 1.55 km north, 1.5 km range: too coarse
 		{protocol.Cell{MCC: "460", MNC: "00", Area: 88, ID: 6000123456}, protocol.CardActive, protocol.DecisionMatch},        // NR cell inside
 	}
+	in.SetLocator(tab)
 	for i, s := range steps {
-		loc, err := tab.Locate(ctx, &s.cell)
-		if err != nil {
-			t.Fatal(err)
-		}
+		// The observation names the cell only, as a network record or an
+		// agent report does: ingest places it through the table.
 		obs := verifier.Observation{Kind: verifier.ObservedIn, ICCID: iccid, IMEI: imei, Source: protocol.SourceRADIUS,
-			Time: time.Now(), Location: loc}
+			Time: time.Now(), Cell: &s.cell}
 		out, err := in.Observe(ctx, obs, "t1")
 		if err != nil {
 			t.Fatal(err)
@@ -222,6 +228,13 @@ func TestAreaLimitThroughCells(t *testing.T) {
 		if got.Status.State != s.state || out.Decision != s.dec {
 			t.Fatalf("step %d (cell %d): %s → %s (%s); want %s → %s", i, s.cell.ID, out.Decision, got.Status.State, out.Detail, s.dec, s.state)
 		}
+	}
+	hist, err := st.History(ctx, iccid, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hist) == 0 || hist[0].Observed.Location == nil || hist[0].Observed.Location.Source != "cell" || hist[0].Observed.Cell == nil {
+		t.Errorf("the history entry does not say where the card was: %+v", hist)
 	}
 	pending, err := st.PendingOutbox(ctx, verifier.OutboxAlert, time.Now().Add(time.Hour), 10)
 	if err != nil {
@@ -237,5 +250,38 @@ func TestAreaLimitThroughCells(t *testing.T) {
 	}
 	if strings.Join(types, ",") != "area_exit,blocked,resumed" {
 		t.Errorf("alerts %v", types)
+	}
+}
+
+func TestImportHandler(t *testing.T) {
+	st := openStore(t)
+	tab := New(st)
+	h := tab.ImportHandler(slog.New(slog.DiscardHandler))
+	body, err := os.ReadFile("testdata/cells.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/admin/v1/cells/import", bytes.NewReader(body)))
+	var res ImportResult
+	if err := json.Unmarshal(rec.Body.Bytes(), &res); err != nil {
+		t.Fatalf("%d %s: %v", rec.Code, rec.Body, err)
+	}
+	if rec.Code != http.StatusOK || res.ImportStats != (ImportStats{Rows: 11, Imported: 7, Skipped: 4}) ||
+		len(res.Errors) != 4 || res.Errors[0].Line != 9 || res.Errors[0].Error == "" || res.Error != "" {
+		t.Errorf("answer %d %+v", rec.Code, res)
+	}
+	if loc, err := tab.Locate(context.Background(), &protocol.Cell{MCC: "460", MNC: "03", ID: 27446212}); err != nil || loc == nil {
+		t.Errorf("imported cell not found: %v %v", loc, err)
+	}
+
+	// A failing store stops the import with 500 and says how far it got.
+	rec = httptest.NewRecorder()
+	New(failingRecords{}).ImportHandler(slog.New(slog.DiscardHandler)).ServeHTTP(rec,
+		httptest.NewRequest(http.MethodPost, "/admin/v1/cells/import", bytes.NewReader(body)))
+	res = ImportResult{}
+	if err := json.Unmarshal(rec.Body.Bytes(), &res); err != nil || rec.Code != http.StatusInternalServerError ||
+		res.Imported != 0 || !strings.Contains(res.Error, "down") {
+		t.Errorf("failing store: %d %s", rec.Code, rec.Body)
 	}
 }

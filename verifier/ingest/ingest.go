@@ -30,6 +30,12 @@ type Store interface {
 	Commit(ctx context.Context, c *verifier.Commit) error
 }
 
+// Locator places a serving cell on the map: nil and no error when the cell
+// is not known. *geo.Table satisfies it.
+type Locator interface {
+	Locate(ctx context.Context, c *protocol.Cell) (*protocol.Location, error)
+}
+
 // Stats counts reports and observations by outcome.
 type Stats struct {
 	Accepted, Malformed, UnknownDevice, TopicMismatch atomic.Uint64
@@ -49,6 +55,7 @@ type Ingest struct {
 	now   func() time.Time
 	stats Stats
 	hooks Hooks
+	geo   Locator
 }
 
 // Hooks are told what ingest did. Set them with SetHooks before the first
@@ -63,6 +70,11 @@ type Hooks struct {
 
 // SetHooks installs hooks. Call it before handling anything.
 func (in *Ingest) SetHooks(h Hooks) { in.hooks = h }
+
+// SetLocator makes observations that name a serving cell but carry no
+// position get the cell's position from l. Call it before handling
+// anything; without it such observations have no location.
+func (in *Ingest) SetLocator(l Locator) { in.geo = l }
 
 // New returns an Ingest over store. now is the clock (time.Now in
 // production).
@@ -145,7 +157,8 @@ func (in *Ingest) applyReport(ctx context.Context, r *protocol.Report) error {
 	if r.ICCID != "" && r.SIM != protocol.SIMAbsent {
 		steps = append(steps, verifier.Observation{
 			Kind: verifier.ObservedIn, ICCID: r.ICCID, IMEI: r.IMEI, Source: protocol.SourceAgent,
-			Time: r.Time, DeviceID: r.DeviceID, Location: r.Location, Ref: fmt.Sprintf("%s/%d", r.DeviceID, r.Seq),
+			Time: r.Time, DeviceID: r.DeviceID, Location: r.Location, Cell: r.Registration.Cell,
+			Ref: fmt.Sprintf("%s/%d", r.DeviceID, r.Seq),
 		})
 	}
 	flag := dev.IMEI != "" && r.IMEI != dev.IMEI && r.IMEI != dev.LastIMEI
@@ -243,6 +256,13 @@ func (in *Ingest) observe(ctx context.Context, obs verifier.Observation, tenant 
 	case tenant != "" && card.Tenant != tenant:
 		in.stats.CrossTenant.Add(1)
 		return engine.Outcome{}, fmt.Errorf("%w: card %s belongs to another tenant", verifier.ErrRefused, obs.ICCID)
+	}
+	if obs.Location == nil && obs.Cell != nil && in.geo != nil {
+		loc, err := in.geo.Locate(ctx, obs.Cell)
+		if err != nil {
+			return engine.Outcome{}, fmt.Errorf("ingest: locate the serving cell of card %s: %w", obs.ICCID, err)
+		}
+		obs.Location = loc
 	}
 	now := in.now()
 	out := engine.Decide(card, obs, now)

@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -316,5 +318,70 @@ func TestOutboxIDsStable(t *testing.T) {
 	}
 	if !ids[string(cardA)+"-1-block"] || !ids[string(cardA)+"-1-mismatch"] {
 		t.Errorf("ids = %v", ids)
+	}
+}
+
+// cellMap is a Locator over a fixed table; fail makes it fail.
+type cellMap struct {
+	cells map[uint64]protocol.Location
+	fail  bool
+}
+
+func (m *cellMap) Locate(_ context.Context, c *protocol.Cell) (*protocol.Location, error) {
+	if m.fail {
+		return nil, errors.New("cell table unavailable")
+	}
+	if l, ok := m.cells[c.ID]; ok {
+		return &l, nil
+	}
+	return nil, nil
+}
+
+// An agent report naming its serving cell is placed through the locator:
+// the area limit blocks the card in a cell outside its circle and resumes
+// it back inside; an unknown cell changes nothing; a failing table is a
+// transient error (the report is not acked, so it comes again).
+func TestReportCellLocated(t *testing.T) {
+	f := newFixture(t)
+	locs := &cellMap{cells: map[uint64]protocol.Location{
+		1: {Lat: 31.2310, Lon: 121.4740, AccuracyM: 300, Source: "cell"},
+		2: {Lat: 31.4000, Lon: 121.4740, AccuracyM: 500, Source: "cell"}, // ~19 km north
+	}}
+	f.in.SetLocator(locs)
+	f.bind(cardA, &verifier.Binding{IMEIs: []protocol.IMEI{gw1IMEI}, Mode: verifier.ModeBlock, AutoResume: true,
+		Area: &verifier.Area{Lat: 31.2310, Lon: 121.4740, RadiusM: 2000}})
+	inCell := func(cell uint64) []byte {
+		f.seq["gw-1"]++
+		r := &protocol.Report{Version: 1, DeviceID: "gw-1", Seq: f.seq["gw-1"], Time: f.now, Reason: protocol.ReasonChange,
+			IMEI: gw1IMEI, SIM: protocol.SIMPresent, ICCID: cardA,
+			Registration: protocol.Registration{State: protocol.RegHome, Stat: 1, Cell: &protocol.Cell{MCC: "460", MNC: "03", Area: 6699, ID: cell}}}
+		protocol.SignReport(f.keys["gw-1"], r)
+		b, _ := protocol.EncodeReport(r)
+		return b
+	}
+	steps := []struct {
+		cell uint64
+		want protocol.CardState
+	}{{1, protocol.CardActive}, {2, protocol.CardBlocked}, {9, protocol.CardBlocked}, {1, protocol.CardActive}}
+	for i, s := range steps {
+		f.handle("gw-1", inCell(s.cell))
+		if got := f.state(cardA); got != s.want {
+			t.Fatalf("step %d, cell %d: %s, want %s", i, s.cell, got, s.want)
+		}
+	}
+	if got := strings.Join(f.outboxKinds(), " "); got != "enforce:block alert:area_exit alert:blocked enforce:resume alert:resumed" {
+		t.Errorf("outbox: %s", got)
+	}
+	if l := f.store.cards[cardA].Status.LastLocation; l == nil || l.Lat != 31.2310 {
+		t.Errorf("last location %+v", l)
+	}
+
+	locs.fail = true
+	err := f.in.HandleReport(context.Background(), "gw-1", inCell(2))
+	if err == nil || errors.Is(err, verifier.ErrRefused) {
+		t.Errorf("a failing cell table gave %v, want a transient error", err)
+	}
+	if f.state(cardA) != protocol.CardActive {
+		t.Errorf("a failed lookup changed the card: %s", f.state(cardA))
 	}
 }

@@ -56,10 +56,14 @@ func (s *Server) apply(ctx context.Context, rec *Record, from netip.AddrPort) er
 		return err
 	}
 	iccid := card.ICCID
-	if rec.IMEI != "" {
+	cell := rec.Location.Cell()
+	// A Stop says where the card was, not where it is: it may arrive after
+	// the Start of the card's next session in another device, and must not
+	// undo what that Start decided. It only releases the addresses.
+	if rec.Status != Stop && (rec.IMEI != "" || cell != nil) {
 		obs := verifier.Observation{
 			Kind: verifier.ObservedIn, ICCID: card.ICCID, IMEI: rec.IMEI, Source: protocol.SourceRADIUS,
-			Time: s.eventTime(rec), Ref: ref(rec, from),
+			Time: s.eventTime(rec), Cell: cell, Ref: ref(rec, from),
 		}
 		_, err := s.obs.Observe(ctx, obs, card.Tenant)
 		if errors.Is(err, verifier.ErrRefused) {
@@ -68,7 +72,7 @@ func (s *Server) apply(ctx context.Context, rec *Record, from netip.AddrPort) er
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("radius: observe card %s in %s: %w", card.ICCID, rec.IMEI, err)
+			return fmt.Errorf("radius: observe card %s (imei %q): %w", card.ICCID, rec.IMEI, err)
 		}
 		s.stats.observations.Add(1)
 		card = nil // the observation wrote the card: read it again

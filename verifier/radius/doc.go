@@ -14,9 +14,14 @@
 // Decode), its card is found by 3GPP-IMSI, else by Calling-Station-Id
 // (MSISDN), and then:
 //
-//   - with a 3GPP-IMEISV, an Observation{Kind: ObservedIn, Source:
-//     SourceRADIUS} of the card in that IMEI goes through the Observer
-//     (*ingest.Ingest), which runs the engine and commits the outcome;
+//   - Start and Interim-Update with a 3GPP-IMEISV or a serving cell (the
+//     ECGI or CGI of 3GPP-User-Location-Info) become an
+//     Observation{Kind: ObservedIn, Source: SourceRADIUS} of the card in
+//     that IMEI, in that cell, which goes through the Observer
+//     (*ingest.Ingest): it places the cell on the map through the cell
+//     table, runs the engine (IMEI binding and area limit) and commits the
+//     outcome. A Stop is not a sighting: it tells where the card was, and
+//     may arrive after the Start of the card's next session elsewhere;
 //   - Start and Interim-Update store Framed-IP-Address and
 //     Framed-IPv6-Prefix as the card's addresses; Stop clears them (only
 //     the ones it names, and only while the card still holds them).
@@ -33,7 +38,8 @@
 //
 // The decoded 3GPP-User-Location-Info (TAI, ECGI, CGI, SAI, RAI) is kept
 // in Record.Location; UserLocation.Cell gives the serving cell in the form
-// agents report it, for area limits.
+// agents report it, for area limits. A TAI, SAI or RAI alone names an
+// area, not a cell, and gives no location.
 //
 // # Sending accounting (tests, simulated network)
 //

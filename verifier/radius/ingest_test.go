@@ -45,6 +45,15 @@ func TestServerWithIngest(t *testing.T) {
 	if c.IPv4 != netip.MustParseAddr("10.45.0.8") {
 		t.Errorf("IPv4 = %v", c.IPv4)
 	}
+	// The Stop of the card's earlier session, in its own device, arrives
+	// late: it must not resume the card.
+	late := &Record{Status: Stop, SessionID: "s-0", IMSI: card.IMSI, IMEISV: "3548820912345601", IPv4: netip.MustParseAddr("10.45.0.2")}
+	if err := h.sender().Send(context.Background(), late); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	if c := h.cards.get(card.ICCID); c.Status.State != protocol.CardBlocked || c.IPv4 != netip.MustParseAddr("10.45.0.8") {
+		t.Errorf("after a late Stop from the bound device: %+v %v", c.Status, c.IPv4)
+	}
 
 	send("s-2", "3548820912345601", "10.45.0.9") // back in its own device
 	c = h.cards.get(card.ICCID)
@@ -55,7 +64,7 @@ func TestServerWithIngest(t *testing.T) {
 	if got := h.cards.enforcements(); !reflect.DeepEqual(got, want) {
 		t.Errorf("enforcement outbox = %v, want %v", got, want)
 	}
-	if s := h.srv.Stats(); s.Observations != 2 || s.AddressUpdates != 2 || s.Answered != 2 {
+	if s := h.srv.Stats(); s.Observations != 2 || s.AddressUpdates != 2 || s.Answered != 3 {
 		t.Errorf("stats = %+v", s)
 	}
 }

@@ -153,6 +153,9 @@ func TestServerStartObservesAndSetsAddresses(t *testing.T) {
 		o.Source != protocol.SourceRADIUS || o.Ref != "radius:pgw-test/s-1/Start" || o.Time.IsZero() {
 		t.Errorf("observation = %+v", o)
 	}
+	if want := (protocol.Cell{MCC: "460", MNC: "11", Area: 0x5a1b, ID: 0x1a2b301}); o.Cell == nil || *o.Cell != want {
+		t.Errorf("observation cell = %+v, want %+v", o.Cell, want)
+	}
 	h.obs.mu.Lock()
 	tenant := h.obs.tens[0]
 	h.obs.mu.Unlock()
@@ -192,12 +195,56 @@ func TestServerStopClearsAddresses(t *testing.T) {
 	if n := len(h.obs.observations()); n != 0 {
 		t.Errorf("a Stop without IMEISV made %d observations", n)
 	}
+	// A Stop with the equipment and the cell is no sighting either: it
+	// tells where the card was.
+	full := startRecord()
+	full.Status, full.SessionID = Stop, "s-3"
+	if err := h.sender().Send(context.Background(), full); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(h.obs.observations()); n != 0 {
+		t.Errorf("a Stop with IMEISV and location made %d observations", n)
+	}
 	// A Stop naming no address ends the session: both go.
 	if err := h.sender().Send(context.Background(), &Record{Status: Stop, SessionID: "s-2", MSISDN: card.MSISDN}); err != nil {
 		t.Fatal(err)
 	}
 	if c := h.cards.get(card.ICCID); c.IPv6.IsValid() {
 		t.Errorf("IPv6 after a bare Stop = %v", c.IPv6)
+	}
+}
+
+// TestServerLocationOnly: a record without IMEISV is still a sighting when
+// it names the serving cell (for area limits), and none when it names only
+// an area.
+func TestServerLocationOnly(t *testing.T) {
+	tests := []struct {
+		name string
+		loc  *UserLocation
+		want *protocol.Cell
+	}{
+		{"ECGI", &UserLocation{Type: LocationECGI, ECGI: &ECGI{PLMN{"460", "03"}, 27446212}},
+			&protocol.Cell{MCC: "460", MNC: "03", ID: 27446212}},
+		{"CGI", &UserLocation{Type: LocationCGI, CGI: &CGI{PLMN{"460", "00"}, 4660, 10021}},
+			&protocol.Cell{MCC: "460", MNC: "00", Area: 4660, ID: 10021}},
+		{"TAI alone", &UserLocation{Type: LocationTAI, TAI: &TAI{PLMN{"460", "03"}, 6699}}, nil},
+		{"none", nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, nil, testCard)
+			rec := &Record{Status: InterimUpdate, SessionID: "s-1", IMSI: testCard.IMSI, Location: tt.loc}
+			if err := h.sender().Send(context.Background(), rec); err != nil {
+				t.Fatal(err)
+			}
+			obs := h.obs.observations()
+			switch {
+			case tt.want == nil && len(obs) != 0:
+				t.Errorf("observations = %+v, want none", obs)
+			case tt.want != nil && (len(obs) != 1 || obs[0].IMEI != "" || obs[0].Cell == nil || *obs[0].Cell != *tt.want):
+				t.Errorf("observations = %+v, want one in cell %+v", obs, tt.want)
+			}
+		})
 	}
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,11 +14,13 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/cardbind/cardbind/protocol"
 	"github.com/cardbind/cardbind/verifier"
+	"github.com/cardbind/cardbind/verifier/geo"
 	"github.com/cardbind/cardbind/verifier/oauth"
 )
 
@@ -39,7 +42,10 @@ Operator commands, over the verifier's admin API.
                                           import cards (and bindings) from a file
   card ICCID                              show a card
   bind ICCID [--imei I]... [--tac TAC] [--mode block|alert] [--grace 30s] [--no-auto-resume]
-                                          bind a card (no --imei: the device it is in now)
+       [--area LAT,LON,RADIUS_M]          bind a card (no --imei: the device it is in now),
+                                          optionally to an area
+  cells import --file F                   import the cell table (OpenCelliD CSV, or .csv.gz)
+                                          that places serving cells for area limits
   unbind ICCID                            remove a card's binding
   block ICCID | resume ICCID              block or resume a card by hand
   history ICCID [--json]                  a card's history, one entry a line
@@ -119,6 +125,8 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return c.history(ctx, rest)
 	case "bind":
 		return c.bind(ctx, rest)
+	case "cells":
+		return c.cells(ctx, rest)
 	}
 	fs.Usage()
 	return fmt.Errorf("admin: unknown command %q", cmd)
@@ -271,6 +279,7 @@ func (c *adminClient) bind(ctx context.Context, args []string) error {
 	mode := fs.String("mode", "block", "block or alert")
 	grace := fs.Duration("grace", 0, "how long a mismatch may last before blocking")
 	noResume := fs.Bool("no-auto-resume", false, "stay blocked when the card returns; an operator resumes it")
+	area := fs.String("area", "", "allow the card only within this circle: LAT,LON,RADIUS_M (degrees, metres)")
 	iccid, err := parseWithArg(fs, args, "ICCID")
 	if err != nil {
 		return err
@@ -280,7 +289,94 @@ func (c *adminClient) bind(ctx context.Context, args []string) error {
 	if *grace > 0 {
 		body["grace"] = grace.String()
 	}
+	if *area != "" {
+		a, err := parseArea(*area)
+		if err != nil {
+			return fmt.Errorf("bind: --area: %w", err)
+		}
+		body["area"] = a
+	}
 	return c.call(ctx, http.MethodPut, "/admin/v1/cards/"+url.PathEscape(iccid)+"/binding", body)
+}
+
+// parseArea parses LAT,LON,RADIUS_M; the verifier checks the ranges.
+func parseArea(s string) (*verifier.Area, error) {
+	parts := strings.Split(s, ",")
+	if len(parts) != 3 {
+		return nil, fmt.Errorf("%q: want LAT,LON,RADIUS_M such as 31.2304,121.4737,2000", s)
+	}
+	var v [3]float64
+	for i, p := range parts {
+		f, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
+		if err != nil {
+			return nil, fmt.Errorf("%q: %q is not a number", s, p)
+		}
+		v[i] = f
+	}
+	return &verifier.Area{Lat: v[0], Lon: v[1], RadiusM: v[2]}, nil
+}
+
+// cells handles "cells import": the cell table (OpenCelliD CSV, or its
+// .gz as published) streams up; the verifier answers with the counts and
+// the first malformed rows.
+func (c *adminClient) cells(ctx context.Context, args []string) error {
+	if len(args) == 0 || args[0] != "import" {
+		return errors.New("cells: want import --file F")
+	}
+	fs := flag.NewFlagSet("cells import", flag.ContinueOnError)
+	file := fs.String("file", "", "CSV in the OpenCelliD layout, or .csv.gz (required; - for stdin)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if *file == "" {
+		return errors.New("cells import: --file is required")
+	}
+	var in io.Reader = os.Stdin
+	if *file != "-" {
+		f, err := os.Open(*file)
+		if err != nil {
+			return fmt.Errorf("cells import: %w", err)
+		}
+		defer f.Close()
+		in = f
+		if strings.HasSuffix(*file, ".gz") {
+			zr, err := gzip.NewReader(f)
+			if err != nil {
+				return fmt.Errorf("cells import: %s: %w", *file, err)
+			}
+			defer zr.Close()
+			in = zr
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/admin/v1/cells/import", in)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Content-Type", "text/csv")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("cells import: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusInternalServerError {
+		return httpError(resp)
+	}
+	var res geo.ImportResult
+	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
+		return fmt.Errorf("cells import: read the answer: %w", err)
+	}
+	for _, e := range res.Errors {
+		fmt.Fprintf(c.errw, "line %d: %s\n", e.Line, e.Error)
+	}
+	if n := res.Skipped - len(res.Errors); n > 0 {
+		fmt.Fprintf(c.errw, "... and %d more malformed rows\n", n)
+	}
+	fmt.Fprintf(c.out, "%d rows: %d cells imported, %d malformed rows skipped\n", res.Rows, res.Imported, res.Skipped)
+	if res.Error != "" {
+		return fmt.Errorf("cells import: %s", res.Error)
+	}
+	return nil
 }
 
 func (c *adminClient) onCard(ctx context.Context, args []string, method, suffix string, body any) error {

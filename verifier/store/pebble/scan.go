@@ -167,6 +167,33 @@ func (s *Store) PutRecord(ctx context.Context, ns, key string, value []byte) err
 	return nil
 }
 
+// PutRecords stores many records of one namespace in one synced batch:
+// all of them or, on error, none.
+func (s *Store) PutRecords(ctx context.Context, ns string, recs []verifier.Record) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	keys := make([][]byte, len(recs))
+	for i, r := range recs {
+		keys[i] = recordKey(ns, r.Key)
+	}
+	defer s.lock(&s.rows, keys)()
+	b := s.db.NewBatch()
+	defer b.Close()
+	for i, r := range recs {
+		if err := b.Set(keys[i], r.Value, nil); err != nil {
+			return fmt.Errorf("pebble: put record %s/%s: %w", ns, r.Key, err)
+		}
+	}
+	if err := b.Commit(pdb.Sync); err != nil {
+		return fmt.Errorf("pebble: put %d records in %s: %w", len(recs), ns, err)
+	}
+	return nil
+}
+
 // GetRecord returns the value under (ns, key).
 func (s *Store) GetRecord(ctx context.Context, ns, key string) ([]byte, error) {
 	if err := ctx.Err(); err != nil {

@@ -399,6 +399,20 @@ func testRecords(t *testing.T, s verifier.Store) {
 	if recs, _ = s.ListRecords(ctx, "tenant", "a", 1); len(recs) != 1 || recs[0].Key != "b" {
 		t.Errorf("paged: %+v", recs)
 	}
+	// A batch replaces and adds, in its namespace only.
+	batch := []verifier.Record{{Key: "c", Value: []byte("vc2")}, {Key: "d", Value: []byte("vd")}}
+	if err := s.PutRecords(ctx, "tenant", batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutRecords(ctx, "tenant", nil); err != nil {
+		t.Errorf("empty batch: %v", err)
+	}
+	if recs, _ = s.ListRecords(ctx, "tenant", "b", 10); len(recs) != 2 || string(recs[0].Value) != "vc2" || recs[1].Key != "d" {
+		t.Errorf("after batch: %+v", recs)
+	}
+	if v, err := s.GetRecord(ctx, "tenantx", "d"); !errors.Is(err, verifier.ErrNotFound) {
+		t.Errorf("batch leaked into another namespace: %q %v", v, err)
+	}
 	if err := s.DeleteRecord(ctx, "tenant", "b"); err != nil {
 		t.Fatal(err)
 	}
