@@ -51,6 +51,12 @@ type Config struct {
 	Poll time.Duration
 	// AllowRadio lets the verifier take the radio down and up.
 	AllowRadio bool
+	// CellChangeInterval is the least time between two reports sent
+	// because the serving cell changed (with nothing else changed); a
+	// change within it goes out when it has passed. 0 sends no report
+	// for a cell change (the cell still rides in every other report).
+	// SIM and IMEI changes are never held back.
+	CellChangeInterval time.Duration
 }
 
 // Agent is the agent core.
@@ -97,10 +103,13 @@ type Settings struct {
 	Heartbeat  time.Duration
 	Poll       time.Duration
 	AllowRadio bool
+	// CellChangeInterval is always applied: 0 turns cell change reports
+	// off.
+	CellChangeInterval time.Duration
 }
 
-// Reconfigure applies new settings to the running agent; durations of 0
-// keep the current ones. The latest call wins.
+// Reconfigure applies new settings to the running agent; Heartbeat and
+// Poll of 0 keep the current ones. The latest call wins.
 func (a *Agent) Reconfigure(s Settings) {
 	a.mu.Lock()
 	a.cfg.AllowRadio = s.AllowRadio
@@ -128,6 +137,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer poll.Stop()
 	retry := time.NewTimer(0)
 	defer retry.Stop()
+	cells := &cellThrottle{}
+	held := time.NewTimer(0) // fires when a held-back cell change may go out
+	if !held.Stop() {
+		<-held.C
+	}
+	defer held.Stop()
 
 	// read reads the modem and reports when something changed, when
 	// forced, or when nothing was reported yet. It returns false when the
@@ -157,6 +172,19 @@ func (a *Agent) Run(ctx context.Context) error {
 			reason = protocol.ReasonChange
 			a.log.Info("identity changed", "from", last.String(), "to", fp.String())
 		case force:
+		case cells.moved(r.Registration.Cell):
+			wait, ok := cells.due(a.now(), a.cfg.CellChangeInterval)
+			if !ok {
+				if wait > 0 && !cells.holding {
+					cells.holding = true
+					held.Reset(wait)
+					a.log.Debug("serving cell changed; report held back", "cell", cellString(r.Registration.Cell), "for", wait)
+				}
+				return true
+			}
+			reason = protocol.ReasonChange
+			a.log.Info("serving cell changed", "from", cellString(cells.last), "to", cellString(r.Registration.Cell))
+			cells.sent = a.now()
 		default:
 			return true
 		}
@@ -166,6 +194,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			return false
 		}
 		last = fp
+		cells.reported(r.Registration.Cell)
 		return true
 	}
 
@@ -188,6 +217,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-heartbeat.C:
 			reason = protocol.ReasonHeartbeat
 			read(true)
+		case <-held.C:
+			cells.holding = false
+			reason = protocol.ReasonChange
+			read(false)
 		case s := <-a.settings:
 			if s.Heartbeat > 0 && s.Heartbeat != a.cfg.Heartbeat {
 				a.cfg.Heartbeat = s.Heartbeat
@@ -197,7 +230,9 @@ func (a *Agent) Run(ctx context.Context) error {
 				a.cfg.Poll = s.Poll
 				poll.Reset(s.Poll)
 			}
-			a.log.Info("settings applied", "heartbeat", a.cfg.Heartbeat, "poll", a.cfg.Poll, "allow_radio", s.AllowRadio)
+			a.cfg.CellChangeInterval = s.CellChangeInterval
+			a.log.Info("settings applied", "heartbeat", a.cfg.Heartbeat, "poll", a.cfg.Poll, "allow_radio", s.AllowRadio,
+				"cell_change_interval", a.cfg.CellChangeInterval)
 		case cmd := <-a.commands:
 			if a.execute(ctx, cmd) {
 				reason = protocol.ReasonRequested
@@ -362,7 +397,7 @@ func (a *Agent) build(id identity.Identity) (*protocol.Report, *fingerprint, err
 		// A ready SIM whose ICCID could not be read: not settled yet.
 		r.SIM = protocol.SIMNotReady
 	}
-	r.Registration = registration(id.Registration)
+	r.Registration = registration(id.Registration, id.PLMN)
 	if id.Signal != nil && id.Signal.DBm < 0 {
 		r.Signal = &protocol.Signal{RSSIdBm: id.Signal.DBm}
 	}
@@ -382,7 +417,9 @@ func simState(s identity.SIMState) protocol.SIMState {
 	return protocol.SIMNotReady
 }
 
-func registration(g *identity.Registration) protocol.Registration {
+// registration turns the modem's registration into the report's; the
+// serving network's MCC and MNC go into the cell when both are known.
+func registration(g *identity.Registration, plmn *identity.PLMN) protocol.Registration {
 	if g == nil {
 		return protocol.Registration{State: protocol.RegUnknown, Stat: -1}
 	}
@@ -395,6 +432,9 @@ func registration(g *identity.Registration) protocol.Registration {
 	if _, err := fmt.Sscanf(g.Area, "%x", &area); err == nil {
 		if _, err := fmt.Sscanf(g.Cell, "%x", &cell); err == nil {
 			out.Cell = &protocol.Cell{Area: area, ID: cell}
+			if plmn != nil {
+				out.Cell.MCC, out.Cell.MNC = plmn.MCC, plmn.MNC
+			}
 		}
 	}
 	return out
@@ -415,4 +455,47 @@ func tech(act int) string {
 		return "nr"
 	}
 	return ""
+}
+
+// cellThrottle keeps cell change reports to one per
+// Config.CellChangeInterval. It is used by Run's goroutine only.
+type cellThrottle struct {
+	last    *protocol.Cell // the cell in the last report sent
+	sent    time.Time      // when the last cell change report was sent
+	holding bool           // a timer runs for a held-back change
+}
+
+// moved reports whether c is a known cell other than the last reported.
+func (t *cellThrottle) moved(c *protocol.Cell) bool {
+	return c != nil && t.last != nil && *c != *t.last
+}
+
+// due reports whether a cell change report may go out at now; when not,
+// wait is how long until it may (0: never, reports are off).
+func (t *cellThrottle) due(now time.Time, interval time.Duration) (wait time.Duration, ok bool) {
+	if interval <= 0 {
+		return 0, false
+	}
+	if t.sent.IsZero() {
+		return 0, true
+	}
+	if next := t.sent.Add(interval); now.Before(next) {
+		return next.Sub(now), false
+	}
+	return 0, true
+}
+
+// reported records the cell of a report that was queued.
+func (t *cellThrottle) reported(c *protocol.Cell) {
+	if c != nil {
+		cc := *c
+		t.last = &cc
+	}
+}
+
+func cellString(c *protocol.Cell) string {
+	if c == nil {
+		return "none"
+	}
+	return fmt.Sprintf("%s-%s-%X-%X", c.MCC, c.MNC, c.Area, c.ID)
 }

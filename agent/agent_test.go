@@ -30,6 +30,7 @@ func newFakeModem() *fakeModem {
 		IMEI: "356938035643809", SIM: identity.SIMStatus{State: identity.SIMReady},
 		ICCID: "89860318640220133897", IMSI: "460031234567890",
 		Registration: &identity.Registration{Kind: "CEREG", Stat: identity.RegHome, Area: "31C5", Cell: "0083F7CD", AcT: 7},
+		PLMN:         &identity.PLMN{MCC: "460", MNC: "03"},
 		Signal:       &identity.Signal{RSSI: 17, BER: 99, DBm: -79},
 	}}
 }
@@ -78,7 +79,10 @@ type harness struct {
 	cmdK  ed25519.PrivateKey
 }
 
-func start(t *testing.T, cfg Config) *harness {
+func start(t *testing.T, cfg Config) *harness { return startClock(t, cfg, time.Now) }
+
+// startClock is start with the agent's clock.
+func startClock(t *testing.T, cfg Config, now func() time.Time) *harness {
 	h := &harness{t: t, modem: newFakeModem()}
 	_, h.key, _ = ed25519.GenerateKey(nil)
 	_, h.cmdK, _ = ed25519.GenerateKey(nil)
@@ -87,7 +91,7 @@ func start(t *testing.T, cfg Config) *harness {
 	if h.box, err = outbox.Open(t.TempDir(), 100); err != nil {
 		t.Fatal(err)
 	}
-	h.agent = New(cfg, h.modem, &counter{}, h.box, func() {}, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now)
+	h.agent = New(cfg, h.modem, &counter{}, h.box, func() {}, slog.New(slog.NewTextHandler(io.Discard, nil)), now)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = h.agent.Run(ctx) }()

@@ -6,8 +6,11 @@
 // it (+CGMI/+CGMM) and turns on that vendor's SIM hot-swap indications and
 // the registration URCs (+CREG=2, +CGREG=2, +CEREG=2). SIM indications
 // (identity.IsSIMEvent), a registration that becomes or stops being denied,
-// and every reopening of the port produce an event: the agent then reads
-// the identity again at once.
+// a registration URC naming another serving cell (+CEREG: 1,"<tac>","<ci>"
+// in mode 2: the module reselected or the gateway moved) and every
+// reopening of the port produce an event: the agent then reads the
+// identity again at once. Every reopening also makes the next read set the
+// numeric operator format again (identity.Reader.ResetOperatorFormat).
 package atmodem
 
 import (
@@ -60,6 +63,7 @@ type Modem struct {
 	up      chan struct{} // closed while the port is up and initialised
 	vendor  identity.Vendor
 	regStat map[string]identity.RegStat // last URC stat per kind (CREG, CEREG, ...)
+	regCell map[string]string           // last URC location per kind, "<area>/<cell>"
 	openErr error                       // the last failure to open the port
 }
 
@@ -76,7 +80,7 @@ func New(cfg Config) (*Modem, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	m := &Modem{cfg: cfg, log: log, events: make(chan struct{}, 1), up: make(chan struct{}),
-		regStat: map[string]identity.RegStat{}}
+		regStat: map[string]identity.RegStat{}, regCell: map[string]string{}}
 	opts := append([]at.Option{at.WithLogger(log), at.WithURCPrefixes(identity.URCPrefixes()...)}, cfg.Options...)
 	sup, err := at.NewSupervisor(at.SupervisorConfig{
 		Open:       m.open,
@@ -176,9 +180,11 @@ func (m *Modem) onUp(ctx context.Context, e *at.Engine) {
 			m.log.Warn("modem refused an indication enable", "cmd", cmd, "err", err)
 		}
 	}
+	m.reader.ResetOperatorFormat()
 	m.mu.Lock()
 	m.vendor = vendor
 	clear(m.regStat)
+	clear(m.regCell)
 	select {
 	case <-m.up:
 	default:
@@ -206,15 +212,16 @@ func (m *Modem) onURC(line string) {
 	case identity.EventSIM, identity.EventBoot:
 		m.notify(line)
 	case identity.EventRegistration:
-		if m.deniedChanged(line) {
+		if m.registrationChanged(line) {
 			m.notify(line)
 		}
 	}
 }
 
-// deniedChanged records a registration URC and reports whether it turned
-// "registration denied" on or off for its domain.
-func (m *Modem) deniedChanged(line string) bool {
+// registrationChanged records a registration URC and reports whether it
+// turned "registration denied" on or off for its domain, or names a
+// serving cell other than the last one of its domain.
+func (m *Modem) registrationChanged(line string) bool {
 	reg, err := identity.ParseRegistration(line)
 	if err != nil {
 		m.log.Debug("unparsable registration URC", "line", line, "err", err)
@@ -225,7 +232,14 @@ func (m *Modem) deniedChanged(line string) bool {
 	prev, seen := m.regStat[reg.Kind]
 	m.regStat[reg.Kind] = reg.Stat
 	was := seen && prev == identity.RegDenied
-	return was != (reg.Stat == identity.RegDenied)
+	denied := was != (reg.Stat == identity.RegDenied)
+	moved := false
+	if reg.Area != "" && reg.Cell != "" {
+		loc := reg.Area + "/" + reg.Cell
+		moved = m.regCell[reg.Kind] != loc
+		m.regCell[reg.Kind] = loc
+	}
+	return denied || moved
 }
 
 func (m *Modem) notify(why string) {

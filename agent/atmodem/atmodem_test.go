@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -231,11 +232,15 @@ func TestURCEvents(t *testing.T) {
 		{"\r\n+QSIMSTAT: 1,0\r\n", true},                     // tray opened
 		{"\r\n+CPIN: NOT READY\r\n", true},                   // generic removal
 		{"\r\n+QIND: \"csq\",20,99\r\n", false},              // signal report: not identity
-		{"\r\n+CEREG: 1,\"31C5\",\"0083F7CD\",7\r\n", false}, // registered: not a change the agent reports
+		{"\r\n+CEREG: 1,\"31C5\",\"0083F7CD\",7\r\n", true},  // the first cell since the open: may be news to the agent
+		{"\r\n+CEREG: 1,\"31C5\",\"0083F7CD\",7\r\n", false}, // the same cell
+		{"\r\n+CEREG: 1\r\n", false},                         // no location (mode 1)
+		{"\r\n+CEREG: 1,\"31C5\",\"0083F7CE\",7\r\n", true},  // reselected another cell
+		{"\r\n+CEREG: 1,\"1A2B\",\"0083F7CE\",7\r\n", true},  // another tracking area
 		{"\r\n+CEREG: 3\r\n", true},                          // denied
 		{"\r\n+CEREG: 3\r\n", false},                         // still denied
 		{"\r\n+CREG: 3\r\n", true},                           // denied in another domain too
-		{"\r\n+CEREG: 1,\"31C5\",\"0083F7CD\",7\r\n", true},  // no longer denied
+		{"\r\n+CEREG: 1,\"1A2B\",\"0083F7CE\",7\r\n", true},  // no longer denied
 		{"\r\nRDY\r\n", true},                                // the module restarted
 		{"\r\n+QUSIM: 1\r\n", true},                          // USIM (re)initialised
 		{"\r\n+QIND: PB DONE\r\n", true},                     // phonebook ready after insertion
@@ -425,3 +430,59 @@ func TestNewNeedsOpen(t *testing.T) {
 }
 
 var _ io.ReadWriteCloser = (*port)(nil)
+
+// The numeric operator format is asked for once per open: a module that
+// refused it is not asked again until the port is reopened (it may have
+// rebooted into a state where it takes it).
+func TestOperatorFormatPerOpen(t *testing.T) {
+	t.Parallel()
+	replies := maps.Clone(quectelEC25)
+	replies[identity.COPSNumeric] = say("\r\n+CME ERROR: 3\r\n")
+	replies["AT+COPS?"] = say("\r\n+COPS: 0,0,\"CHN-CT\",7\r\n\r\nOK\r\n")
+	mod := newModule(t, replies)
+	m := startModem(t, mod, Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for range 2 {
+		id, err := m.Identify(ctx)
+		if err != nil || id.PLMN != nil {
+			t.Fatalf("Identify = PLMN %+v, %v; want no PLMN", id.PLMN, err)
+		}
+	}
+	count := func(cmd string) int {
+		n := 0
+		for _, c := range mod.commands() {
+			if c == cmd {
+				n++
+			}
+		}
+		return n
+	}
+	if n := count(identity.COPSNumeric); n != 1 {
+		t.Errorf("%s sent %d times before the reopen, want 1", identity.COPSNumeric, n)
+	}
+
+	mod.unplug()
+	mod.setReply(identity.COPSNumeric, say("\r\nOK\r\n"))
+	mod.setReply("AT+COPS?", say("\r\n+COPS: 0,2,\"46003\",7\r\n\r\nOK\r\n"))
+	up := m.Up()
+	for deadline := time.Now().Add(2 * time.Second); m.Up() == up; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("Up channel still the old one after the port failed")
+		}
+	}
+	mod.plug()
+	waitUp(t, m)
+	id, err := m.Identify(ctx)
+	if err != nil || id.PLMN == nil || *id.PLMN != (identity.PLMN{MCC: "460", MNC: "03"}) {
+		t.Fatalf("Identify after the reopen = PLMN %+v, %v", id.PLMN, err)
+	}
+	if n := count(identity.COPSNumeric); n != 2 {
+		t.Errorf("%s sent %d times in all, want 2", identity.COPSNumeric, n)
+	}
+	for _, c := range mod.commands() {
+		if strings.HasPrefix(c, "AT+COPS=") && c != identity.COPSNumeric {
+			t.Errorf("sent %s: the module would register again", c)
+		}
+	}
+}

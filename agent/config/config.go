@@ -62,6 +62,10 @@ type Report struct {
 	// Poll is how often the modem is read without an indication, for
 	// modems that send none.
 	Poll time.Duration `toml:"poll"`
+	// CellChangeInterval is the least time between two reports sent
+	// because the serving cell changed; 0 sends none (SIM and IMEI
+	// changes are reported at once whatever it says).
+	CellChangeInterval time.Duration `toml:"cell_change_interval"`
 	// BrokerURL overrides the broker address given at enrolment
 	// (tcp://host:port or ssl://host:port).
 	BrokerURL string `toml:"broker_url"`
@@ -104,12 +108,13 @@ func Default() Config {
 			ReopenMax:    30 * time.Second,
 		},
 		Report: Report{
-			Heartbeat:    5 * time.Minute,
-			Poll:         30 * time.Second,
-			KeepAlive:    60 * time.Second,
-			MinBackoff:   time.Second,
-			MaxBackoff:   2 * time.Minute,
-			FlushTimeout: 3 * time.Second,
+			Heartbeat:          5 * time.Minute,
+			Poll:               30 * time.Second,
+			CellChangeInterval: time.Minute,
+			KeepAlive:          60 * time.Second,
+			MinBackoff:         time.Second,
+			MaxBackoff:         2 * time.Minute,
+			FlushTimeout:       3 * time.Second,
 		},
 		Outbox: Outbox{Limit: 1000},
 		Log:    Log{Level: "info", Format: "text"},
@@ -184,6 +189,9 @@ func (r *Report) validate() error {
 		return err
 	}
 	if err := between("report.poll", r.Poll, 100*time.Millisecond, 24*time.Hour); err != nil {
+		return err
+	}
+	if err := between("report.cell_change_interval", r.CellChangeInterval, 0, 24*time.Hour); err != nil {
 		return err
 	}
 	if r.BrokerURL != "" {

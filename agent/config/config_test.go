@@ -37,6 +37,7 @@ reopen_max = "5s"
 [report]
 heartbeat = "1m"
 poll = "10s"
+cell_change_interval = "0s"
 broker_url = "ssl://iot.example.net:8883"
 keepalive = "30s"
 min_backoff = "200ms"
@@ -51,7 +52,7 @@ format = "json"
 			return c.StateDir == "/tmp/s" && c.Modem.Source == "modemmanager" && c.Modem.Select == "cdc-wdm0" &&
 				c.Modem.DBusAddress == "unix:path=/run/dbus/system_bus_socket" && c.Modem.Port == "/dev/ttyQ" && c.Modem.Baud == 9600 &&
 				c.Modem.RadioTimeout == 45*time.Second && c.Modem.AllowRadio && c.Modem.ReopenMax == 5*time.Second &&
-				c.Report.Heartbeat == time.Minute && c.Report.Poll == 10*time.Second &&
+				c.Report.Heartbeat == time.Minute && c.Report.Poll == 10*time.Second && c.Report.CellChangeInterval == 0 &&
 				c.Report.BrokerURL == "ssl://iot.example.net:8883" && c.Report.KeepAlive == 30*time.Second &&
 				c.Report.MinBackoff == 200*time.Millisecond && c.Report.MaxBackoff == 10*time.Second &&
 				c.Report.FlushTimeout == time.Second && c.Outbox.Limit == 50 && c.Log.Level == "debug" && c.Log.Format == "json"
@@ -96,6 +97,7 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"modem.reopen_max", func(c *Config) { c.Modem.ReopenMax = time.Nanosecond }},
 		{"report.heartbeat", func(c *Config) { c.Report.Heartbeat = 0 }},
 		{"report.poll", func(c *Config) { c.Report.Poll = -time.Second }},
+		{"report.cell_change_interval", func(c *Config) { c.Report.CellChangeInterval = -time.Second }},
 		{"report.broker_url", func(c *Config) { c.Report.BrokerURL = "http://x" }},
 		{"report.keepalive", func(c *Config) { c.Report.KeepAlive = time.Second }},
 		{"report.min_backoff", func(c *Config) { c.Report.MinBackoff = 0 }},

@@ -131,6 +131,25 @@ func FuzzParseRegistration(f *testing.F) {
 	})
 }
 
+func FuzzParseCOPS(f *testing.F) {
+	f.Fuzz(func(t *testing.T, in string) {
+		p, err := ParseCOPS(lines(in))
+		if err != nil {
+			if p != (PLMN{}) {
+				t.Fatalf("value %+v with error %v", p, err)
+			}
+			return
+		}
+		if len(p.MCC) != 3 || !allDigits(p.MCC) || len(p.MNC) < 2 || len(p.MNC) > 3 || !allDigits(p.MNC) ||
+			!strings.Contains(in, p.String()) {
+			t.Fatalf("%q gave %+v", in, p)
+		}
+		if again, err := ParsePLMN(p.String()); err != nil || again != p {
+			t.Fatalf("%+v does not round-trip: %+v, %v", p, again, err)
+		}
+	})
+}
+
 func FuzzParseCSQ(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in string) {
 		s, err := ParseCSQ(lines(in))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/cardbind/cardbind/agent/at"
 )
@@ -28,8 +29,11 @@ type Identity struct {
 	ICCIDSource  string        `json:"iccid_source,omitempty"` // the command that gave it
 	IMSI         string        `json:"imsi,omitempty"`
 	Registration *Registration `json:"registration,omitempty"`
-	Signal       *Signal       `json:"signal,omitempty"`
-	Problems     []string      `json:"problems,omitempty"`
+	// PLMN is the serving network (AT+COPS? in numeric format), while
+	// registered.
+	PLMN     *PLMN    `json:"plmn,omitempty"`
+	Signal   *Signal  `json:"signal,omitempty"`
+	Problems []string `json:"problems,omitempty"`
 }
 
 // ErrNoAnswer means the modem answered none of the identification commands.
@@ -39,7 +43,17 @@ var ErrNoAnswer = errors.New("identity: modem does not answer")
 type Reader struct {
 	c   Commander
 	log *slog.Logger
+	// copsFormat is what became of AT+COPS=3,2: formatUnset (send it
+	// before the next AT+COPS?), formatSet or formatRefused.
+	copsFormat atomic.Int32
 }
+
+// Outcomes of AT+COPS=3,2, in Reader.copsFormat.
+const (
+	formatUnset int32 = iota
+	formatSet
+	formatRefused
+)
 
 // NewReader returns a Reader; log may be nil.
 func NewReader(c Commander, log *slog.Logger) *Reader {
@@ -84,7 +98,9 @@ func (rd *read) problem(field string, err error) {
 // Read reads the modem's identity: manufacturer, model and revision
 // (+CGMI/+CGMM/+CGMR), IMEI (+CGSN, then +GSN), SIM state (+CPIN?), ICCID
 // (the vendor's command, then +CRSM on EF_ICCID, retried once), IMSI (+CIMI),
-// registration (best of +CEREG?, +CGREG?, +CREG?) and signal (+CSQ). Fields
+// registration (best of +CEREG?, +CGREG?, +CREG?), while registered the
+// serving network (+COPS? in numeric format, see ResetOperatorFormat) and
+// signal (+CSQ). Fields
 // the modem cannot give are left empty and listed in Problems; the ICCID and
 // IMSI are not asked for when the SIM is absent. Read fails only when the
 // context ends, the port is gone, or the modem answers nothing (ErrNoAnswer).
@@ -163,6 +179,13 @@ func (r *Reader) Read(ctx context.Context) (Identity, error) {
 	} else {
 		rd.problem("registration", ErrNotFound)
 	}
+	if id.Registration != nil && id.Registration.Stat.rank() >= RegSMSOnlyHome.rank() {
+		if plmn, err := rd.operator(ctx); err == nil {
+			id.PLMN = &plmn
+		} else if !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrOperatorFormat) {
+			rd.problem("operator", err)
+		}
+	}
 
 	lines, err = rd.run(ctx, "AT+CSQ")
 	if err == nil {
@@ -234,4 +257,60 @@ func (rd *read) iccid(ctx context.Context) (string, string, error) {
 		}
 	}
 	return "", "", errors.Join(errs...)
+}
+
+// ResetOperatorFormat makes the next Read send AT+COPS=3,2 again, even to
+// a modem that refused it before: call it when the port was reopened (the
+// modem may have rebooted, and forgets the format when it does).
+func (r *Reader) ResetOperatorFormat() { r.copsFormat.Store(formatUnset) }
+
+// operator reads the serving network with AT+COPS?. AT+COPS=3,2 is sent
+// first, once: again only when the modem was seen to forget it (an
+// alphanumeric answer after it had accepted it: a reboot), never after the
+// modem refused it (it then answers in its own format, and there is no
+// PLMN).
+func (rd *read) operator(ctx context.Context) (PLMN, error) {
+	for range 2 {
+		rd.numericFormat(ctx)
+		lines, err := rd.run(ctx, "AT+COPS?")
+		if err != nil {
+			return PLMN{}, err
+		}
+		plmn, err := ParseCOPS(lines)
+		if errors.Is(err, ErrOperatorFormat) && rd.r.copsFormat.CompareAndSwap(formatSet, formatUnset) {
+			rd.r.log.Debug("modem forgot the numeric operator format; setting it again")
+			continue
+		}
+		return plmn, err
+	}
+	return PLMN{}, ErrOperatorFormat
+}
+
+// numericFormat sends AT+COPS=3,2 unless it was already answered. A modem
+// error marks it refused; a timeout leaves it for the next read.
+func (rd *read) numericFormat(ctx context.Context) {
+	if rd.r.copsFormat.Load() != formatUnset {
+		return
+	}
+	_, err := rd.run(ctx, COPSNumeric)
+	switch {
+	case err == nil:
+		rd.r.copsFormat.Store(formatSet)
+	case modemRefused(err):
+		rd.r.copsFormat.Store(formatRefused)
+		rd.r.log.Info("modem refused the numeric operator format; no PLMN in reports", "err", err)
+	}
+}
+
+// modemRefused reports whether err is the modem's lasting refusal (ERROR,
+// +CME ERROR, COMMAND NOT SUPPORT), not a timeout, a lost port or a
+// passing "busy" (+CME ERROR 14 or 515).
+func modemRefused(err error) bool {
+	var ce *at.CMEError
+	if errors.As(err, &ce) {
+		return ce.Code != at.CMESIMBusy && ce.Code != at.CMEInitInProgress
+	}
+	var cms *at.CMSError
+	var re *at.ResultError
+	return errors.Is(err, at.ErrError) || errors.As(err, &cms) || errors.As(err, &re)
 }

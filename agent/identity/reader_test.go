@@ -32,12 +32,15 @@ func TestReaderVendors(t *testing.T) {
 				"AT+CEREG?": r(ok(`+CEREG: 2,1,"31C5","0083F7CD",7`)),
 				"AT+CGREG?": r(ok("+CGREG: 0,1")),
 				"AT+CREG?":  r(ok("+CREG: 0,1")),
+				COPSNumeric: r(ok()),
+				"AT+COPS?":  r(ok(`+COPS: 0,2,"310260",7`)),
 				"AT+CSQ":    r(ok("+CSQ: 24,99")),
 			}},
 			want: Identity{Manufacturer: "Quectel", Model: "EC25", Revision: "EC25EFAR06A06M4G", Vendor: VendorQuectel,
 				IMEI: "867698041234561", SIM: SIMStatus{State: SIMReady}, ICCID: "8901260886258128535", ICCIDSource: "AT+QCCID",
 				IMSI:         "310260123456789",
-				Registration: &Registration{"CEREG", 2, RegHome, "31C5", "0083F7CD", 7}, Signal: &Signal{24, 99, -65}},
+				Registration: &Registration{"CEREG", 2, RegHome, "31C5", "0083F7CD", 7}, Signal: &Signal{24, 99, -65},
+				PLMN: &PLMN{"310", "260"}},
 			notSent: []string{CRSMReadICCID},
 		},
 		{
@@ -73,12 +76,15 @@ func TestReaderVendors(t *testing.T) {
 				"AT+CEREG?": r("\r\r\n+CEREG: 0,1\r\r\n\r\r\nOK\r\r\n"),
 				"AT+CGREG?": r("\r\r\n+CGREG: 0,1\r\r\n\r\r\nOK\r\r\n"),
 				"AT+CREG?":  r("\r\r\n+CREG: 0,1\r\r\n\r\r\nOK\r\r\n"),
+				COPSNumeric: r("\r\r\nOK\r\r\n"),
+				"AT+COPS?":  r("\r\r\n+COPS: 0,2,\"46001\",7\r\r\n\r\r\nOK\r\r\n"),
 				"AT+CSQ":    r("\r\r\n+CSQ: 20,99\r\r\n\r\r\nOK\r\r\n"),
 			}},
 			want: Identity{Manufacturer: "SIMCOM INCORPORATED", Model: "SIMCOM_SIM7600E-H", Revision: "LE20B04SIM7600M22",
 				Vendor: VendorSIMCom, IMEI: "862181041234563", SIM: SIMStatus{State: SIMReady},
 				ICCID: "898600700907A6019125", ICCIDSource: "AT+CICCID", IMSI: "460001234567891",
-				Registration: &Registration{"CEREG", 0, RegHome, "", "", -1}, Signal: &Signal{20, 99, -73}},
+				Registration: &Registration{"CEREG", 0, RegHome, "", "", -1}, Signal: &Signal{20, 99, -73},
+				PLMN: &PLMN{"460", "01"}},
 		},
 		{
 			name: "u-blox SARA-R410M",
@@ -93,12 +99,15 @@ func TestReaderVendors(t *testing.T) {
 				"AT+CEREG?": r(ok("+CEREG: 0,5")),
 				"AT+CGREG?": r(ok("+CGREG: 0,0")),
 				"AT+CREG?":  r(ok("+CREG: 0,0")),
+				COPSNumeric: r(ok()),
+				"AT+COPS?":  r("\r\n+UUSIMSTAT: 6\r\n\r\n+COPS: 0,2,\"310410\",7\r\n\r\nOK\r\n"),
 				"AT+CSQ":    r(ok("+CSQ: 12,99")),
 			}},
 			want: Identity{Manufacturer: "u-blox", Model: "SARA-R410M-02B", Revision: "L0.0.00.00.05.06 [Feb 03 2018 13:00:41]",
 				Vendor: VendorUblox, IMEI: "352881081234566", SIM: SIMStatus{State: SIMReady},
 				ICCID: "8939107800023416395", ICCIDSource: "AT+CCID", IMSI: "222107701772423",
-				Registration: &Registration{"CEREG", 0, RegRoaming, "", "", -1}, Signal: &Signal{12, 99, -89}},
+				Registration: &Registration{"CEREG", 0, RegRoaming, "", "", -1}, Signal: &Signal{12, 99, -89},
+				PLMN: &PLMN{"310", "410"}},
 		},
 		{
 			name: "Telit LE910 tagged IMSI, no CEREG",
@@ -112,12 +121,15 @@ func TestReaderVendors(t *testing.T) {
 				"AT+CIMI":   r(ok("+CIMI: 901288001234567")),
 				"AT+CGREG?": r(ok(`+CGREG: 2,5,"1A2B","00C0FFEE",2`)),
 				"AT+CREG?":  r(ok(`+CREG: 2,5,"1A2B","00C0FFEE",2`)),
+				COPSNumeric: r(ok()),
+				"AT+COPS?":  r(ok(`+COPS: 0,2,"22201",2`)),
 				"AT+CSQ":    r(ok("+CSQ: 15,0")),
 			}},
 			want: Identity{Manufacturer: "Telit", Model: "LE910C4-EU", Revision: "25.21.660", Vendor: VendorTelit,
 				IMEI: "359153081234563", SIM: SIMStatus{State: SIMReady}, ICCID: "8990011916180288209", ICCIDSource: "AT#CCID",
 				IMSI:         "901288001234567",
-				Registration: &Registration{"CGREG", 2, RegRoaming, "1A2B", "00C0FFEE", 2}, Signal: &Signal{15, 0, -83}},
+				Registration: &Registration{"CGREG", 2, RegRoaming, "1A2B", "00C0FFEE", 2}, Signal: &Signal{15, 0, -83},
+				PLMN: &PLMN{"222", "01"}},
 		},
 		{
 			name: "Huawei ME909s swapped ^ICCID, COMMAND NOT SUPPORT",
@@ -215,7 +227,10 @@ func checkIdentity(t *testing.T, got, want Identity, withProblems bool) {
 	if g, w := got.Signal, want.Signal; (g == nil) != (w == nil) || (g != nil && *g != *w) {
 		t.Errorf("Signal = %+v, want %+v", g, w)
 	}
-	got.Registration, want.Registration, got.Signal, want.Signal = nil, nil, nil, nil
+	if g, w := got.PLMN, want.PLMN; (g == nil) != (w == nil) || (g != nil && *g != *w) {
+		t.Errorf("PLMN = %+v, want %+v", g, w)
+	}
+	got.Registration, want.Registration, got.Signal, want.Signal, got.PLMN, want.PLMN = nil, nil, nil, nil, nil, nil
 	if !slices.Equal(got.Problems, want.Problems) {
 		t.Errorf("Problems = %q, want %q", got.Problems, want.Problems)
 	}

@@ -242,6 +242,8 @@ func modemProps(imei string, sim dbus.ObjectPath) map[string]map[string]dbus.Var
 		ifModem3gpp: {
 			"Imei":              dbus.MakeVariant(imei),
 			"RegistrationState": dbus.MakeVariant(uint32(1)),
+			"OperatorCode":      dbus.MakeVariant("310260"),
+			"OperatorName":      dbus.MakeVariant("T-Mobile"),
 		},
 	}
 }

@@ -211,11 +211,25 @@ func toIdentity(modem modemObject, sim props, simErr error) identity.Identity {
 				r.Stat = identity.RegNotRegistered
 			} else {
 				r.AcT = accessTech(m)
+				id.PLMN = operator(g, r.Stat)
 			}
 			id.Registration = r
 		}
 	}
 	return id
+}
+
+// operator returns the serving network from Modem3gpp.OperatorCode
+// ("MCCMNC") while registered, or nil.
+func operator(g props, stat identity.RegStat) *identity.PLMN {
+	if !stat.Registered() {
+		return nil
+	}
+	p, err := identity.ParsePLMN(g.str("OperatorCode"))
+	if err != nil {
+		return nil
+	}
+	return &p
 }
 
 // accessTech maps the best of the modem's AccessTechnologies to a 27.007

@@ -124,6 +124,42 @@ func TestToIdentity(t *testing.T) {
 	}
 }
 
+func TestToIdentityOperator(t *testing.T) {
+	tests := []struct {
+		name string
+		code any    // Modem3gpp.OperatorCode; nil: absent
+		stat uint32 // Modem3gpp.RegistrationState
+		off  bool   // modem disabled (radio down)
+		want *identity.PLMN
+	}{
+		{"3-digit MNC", "310260", 1, false, &identity.PLMN{MCC: "310", MNC: "260"}},
+		{"2-digit MNC, roaming", "46003", 5, false, &identity.PLMN{MCC: "460", MNC: "03"}},
+		{"empty while searching", "", 2, false, nil},
+		{"stale code while searching", "46003", 2, false, nil},
+		{"radio down", "46003", 1, true, nil},
+		{"absent", nil, 1, false, nil},
+		{"not numeric", "T-Mobile", 1, false, nil},
+		{"wrong type", uint32(46003), 1, false, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			modem := modemObject(modemProps(imeiA, sim0))
+			delete(modem[ifModem3gpp], "OperatorCode")
+			if tt.code != nil {
+				modem[ifModem3gpp]["OperatorCode"] = dbus.MakeVariant(tt.code)
+			}
+			modem[ifModem3gpp]["RegistrationState"] = dbus.MakeVariant(tt.stat)
+			if tt.off {
+				modem[ifModem]["State"] = dbus.MakeVariant(int32(3))
+			}
+			got := toIdentity(modem, simProps(iccidA, imsiA), nil).PLMN
+			if (got == nil) != (tt.want == nil) || (got != nil && *got != *tt.want) {
+				t.Errorf("PLMN = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestRelevant(t *testing.T) {
 	changed := func(iface string, names ...string) *dbus.Signal {
 		m := map[string]dbus.Variant{}
@@ -142,6 +178,7 @@ func TestRelevant(t *testing.T) {
 		{"signal quality only", changed(ifModem, "SignalQuality", "AccessTechnologies"), false},
 		{"registration", changed(ifModem3gpp, "RegistrationState"), true},
 		{"operator name", changed(ifModem3gpp, "OperatorName"), false},
+		{"operator code", changed(ifModem3gpp, "OperatorCode"), true},
 		{"ICCID", changed(ifSim, "SimIdentifier"), true},
 		{"other interface", changed("org.freedesktop.ModemManager1.Modem.Location", "Location"), false},
 		{"invalidated IMSI", &dbus.Signal{Path: sim0, Name: ifProperties + ".PropertiesChanged",

@@ -5,12 +5,13 @@
 // The modem is found through the ObjectManager at
 // /org/freedesktop/ModemManager1; Identify reads its
 // Modem.EquipmentIdentifier (the IMEI), Modem.State, UnlockRequired and
-// Modem3gpp.RegistrationState, then Sim.SimIdentifier (the ICCID) and
+// Modem3gpp.RegistrationState and OperatorCode (the serving network's
+// MCC and MNC), then Sim.SimIdentifier (the ICCID) and
 // Sim.Imsi of the object Modem.Sim names ("/" when there is no SIM).
 //
 // Events fires when ModemManager signals a change that may alter the
 // identity: PropertiesChanged on a modem or SIM object (SIM, IMEI, state,
-// lock, registration; not signal quality), InterfacesAdded and
+// lock, registration, serving network; not signal quality), InterfacesAdded and
 // InterfacesRemoved (a modem disappearing and coming back: ModemManager
 // re-probes a modem on a SIM hot swap), ModemManager itself starting or
 // stopping, and the bus connection coming back after it was lost.
@@ -207,7 +208,7 @@ func watched(iface, name string) bool {
 			return true
 		}
 	case ifModem3gpp:
-		return name == "Imei" || name == "RegistrationState"
+		return name == "Imei" || name == "RegistrationState" || name == "OperatorCode"
 	case ifSim:
 		return name == "SimIdentifier" || name == "Imsi" || name == "Active"
 	}

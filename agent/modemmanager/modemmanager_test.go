@@ -117,6 +117,18 @@ func TestEvents(t *testing.T) {
 			},
 		},
 		{
+			name: "serving network changed",
+			change: func(f *fakeMM) {
+				f.setModem(modem0, ifModem3gpp, map[string]any{"OperatorCode": "46003", "RegistrationState": uint32(5)})
+			},
+			want: identityResult{imeiA, "ready", iccidA, imsiA},
+			check: func(t *testing.T, id identity.Identity) {
+				if id.PLMN == nil || *id.PLMN != (identity.PLMN{MCC: "460", MNC: "03"}) {
+					t.Errorf("PLMN = %+v, want 460-03", id.PLMN)
+				}
+			},
+		},
+		{
 			name:    "modem removed",
 			change:  func(f *fakeMM) { f.removeModem(modem0) },
 			wantErr: ErrNoModem,

@@ -158,15 +158,16 @@ func daemon(ctx context.Context, args []string, stderr io.Writer) error {
 		l, _ := parseLevel(next.Log.Level)
 		level.Set(l)
 		d.agent.Reconfigure(agent.Settings{Heartbeat: next.Report.Heartbeat, Poll: next.Report.Poll,
-			AllowRadio: next.Modem.AllowRadio})
+			AllowRadio: next.Modem.AllowRadio, CellChangeInterval: next.Report.CellChangeInterval})
 		rest := next // what only a restart applies
 		rest.Log.Level, rest.Modem.AllowRadio = cfg.Log.Level, cfg.Modem.AllowRadio
 		rest.Report.Heartbeat, rest.Report.Poll = cfg.Report.Heartbeat, cfg.Report.Poll
+		rest.Report.CellChangeInterval = cfg.Report.CellChangeInterval
 		if rest != cfg {
 			log.Warn("some changed settings take effect only after a restart")
 		}
 		log.Info("configuration reloaded", "log_level", next.Log.Level, "heartbeat", next.Report.Heartbeat,
-			"poll", next.Report.Poll, "allow_radio", next.Modem.AllowRadio)
+			"poll", next.Report.Poll, "cell_change_interval", next.Report.CellChangeInterval, "allow_radio", next.Modem.AllowRadio)
 	}
 	return d.run(ctx, hup, reload, cfg.Report.FlushTimeout)
 }
@@ -238,6 +239,7 @@ func newDaemon(cfg config.Config, log *slog.Logger) (*daemonParts, error) {
 	d.agent = agent.New(agent.Config{
 		DeviceID: creds.DeviceID, Key: key, CommandKey: creds.CommandKey,
 		Heartbeat: cfg.Report.Heartbeat, Poll: cfg.Report.Poll, AllowRadio: cfg.Modem.AllowRadio,
+		CellChangeInterval: cfg.Report.CellChangeInterval,
 	}, m, seq, box, d.link.Kick, log, time.Now)
 	return d, nil
 }
