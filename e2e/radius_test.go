@@ -38,6 +38,13 @@ type networkSide struct {
 
 func startNetworkSide(t *testing.T, eir bool) *networkSide {
 	t.Helper()
+	return startNetworkSideConf(t, eir, "")
+}
+
+// startNetworkSideConf is startNetworkSide with more verifier
+// configuration (TOML tables) after the defaults.
+func startNetworkSideConf(t *testing.T, eir bool, extraTOML string) *networkSide {
+	t.Helper()
 	netAddr, radiusAddr := freeAddr(t), freeUDPAddr(t)
 	v := &verifier{dataDir: t.TempDir(), netURL: "http://" + netAddr, httpAddr: freeAddr(t), mqttAddr: freeAddr(t)}
 
@@ -62,7 +69,7 @@ simnet_url = %q
 [radius]
 listen = %q
 clients = [{ address = "127.0.0.1", secret = %q }]
-`, v.dataDir, v.httpAddr, v.mqttAddr, v.netURL, radiusAddr, radiusSecret)
+`, v.dataDir, v.httpAddr, v.mqttAddr, v.netURL, radiusAddr, radiusSecret) + extraTOML
 	if err := os.WriteFile(conf, []byte(toml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -90,9 +97,14 @@ type attachResult struct {
 // attach puts card A in a device with the given IMEI, in a cell: no modem,
 // no agent, only the network sees it.
 func (n *networkSide) attach(imei string) attachResult {
+	return n.attachIn(imei, 0x01a2b3c4)
+}
+
+// attachIn is attach in the E-UTRAN cell 460-03, TAC 0x1a2b, with this ECI.
+func (n *networkSide) attachIn(imei string, eci int) attachResult {
 	var res attachResult
 	n.network.must("POST", "/v1/cards/"+cardA+"/attach", map[string]any{"imei": imei,
-		"cell": map[string]any{"mcc": "460", "mnc": "03", "tac": 0x1a2b, "eci": 0x01a2b3c4}}, &res)
+		"cell": map[string]any{"mcc": "460", "mnc": "03", "tac": 0x1a2b, "eci": eci}}, &res)
 	return res
 }
 

@@ -92,11 +92,14 @@ func (d *device) connect(addr string) {
 }
 
 // report builds a signed report of the device holding card in imei.
-func (d *device) report(imei, iccid string) []byte {
+func (d *device) report(imei, iccid string) []byte { return d.reportIn(imei, iccid, nil) }
+
+// reportIn is report with the modem's serving cell.
+func (d *device) reportIn(imei, iccid string, cell *protocol.Cell) []byte {
 	d.seq++
 	r := &protocol.Report{Version: 1, DeviceID: d.id, Seq: d.seq, Time: time.Now().UTC(), Reason: protocol.ReasonChange,
 		IMEI: protocol.IMEI(imei), SIM: protocol.SIMPresent, ICCID: protocol.ICCID(iccid),
-		Registration: protocol.Registration{State: protocol.RegHome, Stat: 1}}
+		Registration: protocol.Registration{State: protocol.RegHome, Stat: 1, Cell: cell}}
 	if iccid == "" {
 		r.SIM = protocol.SIMAbsent
 	}
