@@ -114,7 +114,7 @@ func newDevice(cfg *Config, i int, creds *protocol.EnrollResponse, dial func(con
 		d.link.Kick()
 	}
 	d.agent = agent.New(agent.Config{DeviceID: creds.DeviceID, Key: key, CommandKey: creds.CommandKey,
-		Heartbeat: cfg.Heartbeat, Poll: cfg.Poll}, d.atm, seq, d.box, kick, log, time.Now)
+		Heartbeat: cfg.Heartbeat, Poll: cfg.Poll, CellChangeInterval: max(cfg.CellChangeInterval, 0)}, d.atm, seq, d.box, kick, log, time.Now)
 	return d, nil
 }
 

@@ -87,6 +87,14 @@ type Config struct {
 	// (default 200ms) between taking a card out and putting one in.
 	SwapRate          float64
 	SwapHold, SwapGap time.Duration
+	// MoveRate is cell moves per second across the fleet: a gateway's
+	// modem moves to the next cell (ECI + 1, in the same tracking area),
+	// which its agent reports (at most once per CellChangeInterval) and,
+	// with a network, the network's accounting carries.
+	MoveRate float64
+	// CellChangeInterval is the agents' report.cell_change_interval
+	// (default 1m, as cardbind-agent; negative: no cell change reports).
+	CellChangeInterval time.Duration
 	// FaultRate is modem faults per second across the fleet: reboots,
 	// garbled answers, silence (command timeouts) and error answers.
 	FaultRate float64
@@ -123,7 +131,7 @@ func (c *Config) validate() error {
 		return errors.New("fleet: the operator token is required")
 	case c.StateDir == "":
 		return errors.New("fleet: a state directory is required")
-	case c.SwapRate < 0 || c.FaultRate < 0 || c.Ramp < 0:
+	case c.SwapRate < 0 || c.FaultRate < 0 || c.MoveRate < 0 || c.Ramp < 0:
 		return errors.New("fleet: rates must not be negative")
 	case c.StormPercent < 0 || c.StormPercent > 100:
 		return fmt.Errorf("fleet: storm percent %v: want 0 to 100", c.StormPercent)
@@ -143,6 +151,9 @@ func (c *Config) validate() error {
 		}
 	}
 	def(&c.Heartbeat, 5*time.Minute)
+	if c.CellChangeInterval == 0 {
+		c.CellChangeInterval = time.Minute
+	}
 	def(&c.Poll, 30*time.Second)
 	def(&c.KeepAlive, 60*time.Second)
 	def(&c.MinBackoff, time.Second)
@@ -223,6 +234,7 @@ type Summary struct {
 	ResumesObserved          int64
 	BlockLatency             Latency // card moved → blocked at the network
 	ResumeLatency            Latency // card back → resumed at the network
+	Moves                    int64   // cell moves
 	Reboots, Garbles         int64
 	Timeouts, Errors         int64
 	Storms                   []Storm
@@ -442,6 +454,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	sum.Storms = sc.storms
 	sc.mu.Unlock()
 	sum.Reboots, sum.Garbles, sum.Timeouts, sum.Errors = sc.reboots.Load(), sc.garbles.Load(), sc.timeouts.Load(), sc.errs.Load()
+	sum.Moves = sc.moves.Load()
 	return sum, nil
 }
 

@@ -103,7 +103,7 @@ func TestFleetAgainstVerifier(t *testing.T) {
 		MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, RebootDownFor: 300 * time.Millisecond,
 		Duration: 8 * time.Second, SourceAddrs: LoopbackSources(2),
 		SwapRate: 1.5, SwapHold: 2 * time.Second, SwapGap: 50 * time.Millisecond,
-		FaultRate: 2, StormEvery: 3 * time.Second, StormPercent: 20, Seed: 1,
+		FaultRate: 2, MoveRate: 2, CellChangeInterval: time.Second, StormEvery: 3 * time.Second, StormPercent: 20, Seed: 1,
 		Progress: func(p Progress) { lines = append(lines, p) },
 	}
 	sum, err := Run(context.Background(), cfg)
@@ -143,6 +143,9 @@ func TestFleetAgainstVerifier(t *testing.T) {
 	}
 	if sum.Reboots+sum.Garbles+sum.Timeouts+sum.Errors == 0 {
 		t.Error("no modem faults injected")
+	}
+	if sum.Moves == 0 {
+		t.Error("no gateway moved")
 	}
 	if len(lines) < 5 {
 		t.Errorf("%d progress lines in a 8s run", len(lines))

@@ -13,8 +13,8 @@ import (
 	"github.com/cardbind/cardbind/firmware-sim/modem"
 )
 
-// scenario runs the events of a fleet run: SIM swaps, modem faults and
-// reconnect storms, and keeps their counts.
+// scenario runs the events of a fleet run: SIM swaps, cell moves, modem
+// faults and reconnect storms, and keeps their counts.
 type scenario struct {
 	cfg     *Config
 	devices []*device
@@ -23,6 +23,7 @@ type scenario struct {
 
 	swaps, swapsBack, blocks, resumes atomic.Int64
 	reboots, garbles, timeouts, errs  atomic.Int64
+	moves                             atomic.Int64
 	dropped                           atomic.Int64
 
 	mu        sync.Mutex
@@ -84,6 +85,7 @@ func (s *scenario) run(ctx context.Context, start time.Time, connected func() in
 		})
 	}
 	wg.Go(func() { every(ctx, s.cfg.FaultRate, float, s.fault) })
+	wg.Go(func() { every(ctx, s.cfg.MoveRate, float, s.move) })
 	if s.cfg.StormEvery > 0 && s.cfg.StormPercent > 0 {
 		wg.Go(func() { s.stormLoop(ctx, start, connected) })
 	}
@@ -181,6 +183,20 @@ func (s *scenario) addLatency(to *[]time.Duration, d time.Duration) {
 	s.mu.Lock()
 	*to = append(*to, d)
 	s.mu.Unlock()
+}
+
+// move puts a random gateway's modem in the next cell of its tracking
+// area, as a gateway on a vehicle reselects.
+func (s *scenario) move() {
+	d := s.devices[s.intN(len(s.devices))]
+	c := d.modem.Cell()
+	if c.MCC == "" {
+		return // no SIM: no network to move in
+	}
+	c.ECI = (c.ECI + 1) % (1 << 28)
+	if err := d.modem.SetCell(c); err == nil {
+		s.moves.Add(1)
+	}
 }
 
 // fault injects one modem fault into a random gateway: a reboot, garbled

@@ -299,18 +299,11 @@ func atCRSM(x *execCtx, c command) ([]string, error) {
 	return []string{"+CRSM: 106,130"}, nil
 }
 
-// Location of the simulated cell, shown in registration answers.
-const (
-	cellArea = "1A2B"
-	cellID   = "01A2B3C4"
-	cellAcT  = 7 // E-UTRAN
-)
-
 func registered(stat int) bool { return stat == 1 || stat == 5 }
 
 // regLine renders a registration line. Solicited answers to AT+CxREG? carry
 // <n> first; URCs do not.
-func regLine(name string, n, stat int, solicited bool) string {
+func regLine(name string, n, stat int, solicited bool, cell servingCell) string {
 	var b strings.Builder
 	b.WriteString(name)
 	b.WriteString(": ")
@@ -319,7 +312,7 @@ func regLine(name string, n, stat int, solicited bool) string {
 	}
 	fmt.Fprintf(&b, "%d", stat)
 	if n >= 2 && registered(stat) {
-		fmt.Fprintf(&b, `,%q,%q,%d`, cellArea, cellID, cellAcT)
+		fmt.Fprintf(&b, `,%s,%d`, cell.location(), cellAcT)
 	}
 	return b.String()
 }
@@ -329,7 +322,7 @@ func atReg(idx int, name string) handler {
 		s := x.s
 		switch c.Form {
 		case formRead:
-			return []string{regLine(name, s.regN[idx], s.stat, true)}, nil
+			return []string{regLine(name, s.regN[idx], s.stat, true, s.serving)}, nil
 		case formTest:
 			return []string{name + ": (0-2)"}, nil
 		case formSet, formExec:
@@ -357,6 +350,12 @@ func operatorFor(imsi string) operator {
 	if len(num) > 5 {
 		num = num[:5]
 	}
+	return operatorNamed(num)
+}
+
+// operatorNamed names a network by its numeric PLMN; an unknown one is
+// named by its digits.
+func operatorNamed(num string) operator {
 	switch num {
 	case "46000", "46002", "46007":
 		return operator{"CHINA MOBILE", "CMCC", num}
@@ -377,14 +376,14 @@ func atCOPS(x *execCtx, c command) ([]string, error) {
 		if !registered(s.stat) || s.sim == nil {
 			return []string{fmt.Sprintf("+COPS: %d", s.copsMode)}, nil
 		}
-		op := operatorFor(s.sim.IMSI)
+		op := operatorNamed(s.plmn())
 		name := [3]string{op.long, op.short, op.numeric}[s.copsFormat]
 		return []string{fmt.Sprintf(`+COPS: %d,%d,%q,%d`, s.copsMode, s.copsFormat, name, cellAcT)}, nil
 	case formTest:
 		if s.sim == nil {
 			return []string{"+COPS: ,,(0-4),(0-2)"}, nil
 		}
-		op := operatorFor(s.sim.IMSI)
+		op := operatorNamed(s.plmn())
 		return []string{fmt.Sprintf(`+COPS: (2,%q,%q,%q,%d),,(0-4),(0-2)`, op.long, op.short, op.numeric, cellAcT)}, nil
 	case formSet:
 		args := splitArgs(c.Arg)

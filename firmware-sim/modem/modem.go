@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/cardbind/cardbind/firmware-sim/network"
 )
 
 // Errors returned by the control methods of Modem.
@@ -38,6 +40,10 @@ type Config struct {
 	// Network, if set, is the operator network the SIM attaches to; nil
 	// means every ready SIM registers at once.
 	Network Network
+	// Cell is the serving cell at power-on; nil means TAC DefaultTAC and
+	// ECI DefaultECI in the home network of the SIM in the slot. SetCell
+	// moves the modem.
+	Cell *network.Cell
 	// Seed seeds the randomness of the garbled-bytes fault.
 	Seed uint64
 	// Logger receives the modem's logs; nil discards them.
@@ -93,6 +99,9 @@ type RegistrationState struct {
 	CEREG int `json:"ceregN"`
 	// Operator is the numeric PLMN while registered.
 	Operator string `json:"operator,omitempty"`
+	// Cell is the serving cell (its MCC and MNC empty while it follows the
+	// SIM's home network and there is no SIM).
+	Cell network.Cell `json:"cell"`
 	// IP is the data address while registered; "" means no data.
 	IP string `json:"ip,omitempty"`
 }
@@ -115,6 +124,7 @@ type state struct {
 	copsMode   int
 	copsFormat int
 	ip         string
+	serving    servingCell // kept across reboots: it is where the modem is
 
 	qsimstat bool // quectel +QSIMSTAT URC enabled
 	usimstat int  // ublox +USIMSTAT mask
@@ -179,6 +189,13 @@ func New(cfg Config) (*Modem, error) {
 	}
 	m.st.imei = cfg.IMEI
 	m.st.forcedStat = -1
+	m.st.serving = defaultCell()
+	if cfg.Cell != nil {
+		if err := cfg.Cell.Validate(); err != nil {
+			return nil, fmt.Errorf("modem: %w", err)
+		}
+		m.st.serving = cellFrom(*cfg.Cell)
+	}
 	if cfg.SIM != nil {
 		if err := cfg.SIM.Validate(); err != nil {
 			return nil, err
@@ -264,13 +281,14 @@ func (m *Modem) State() State {
 			CGREG:  s.regN[1],
 			CEREG:  s.regN[2],
 			IP:     s.ip,
+			Cell:   s.cell(),
 		},
 	}
 	if s.sim != nil {
 		sim := *s.sim
 		out.SIM = &sim
 		if registered(s.stat) {
-			out.Registration.Operator = operatorFor(sim.IMSI).numeric
+			out.Registration.Operator = s.plmn()
 		}
 	}
 	return out

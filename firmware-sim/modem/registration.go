@@ -17,6 +17,9 @@ type Network interface {
 	Attach(ctx context.Context, req network.AttachRequest) (network.AttachResult, error)
 	// Detach ends the card's registration from this IMEI.
 	Detach(ctx context.Context, iccid, imei string) (network.Card, error)
+	// UpdateLocation tells the network the modem moved to another cell
+	// while attached.
+	UpdateLocation(ctx context.Context, u network.LocationUpdate) (network.Card, error)
 	// Watch waits until the card changes past version after.
 	Watch(ctx context.Context, iccid string, after uint64) (network.Card, error)
 }
@@ -29,7 +32,8 @@ const retryAfter = time.Second
 type regTarget struct {
 	sim    *SIM
 	imei   string
-	want   bool // radio on, SIM ready, not deregistered
+	cell   network.Cell // the serving cell, with its PLMN
+	want   bool         // radio on, SIM ready, not deregistered
 	forced int
 }
 
@@ -37,7 +41,7 @@ func (m *Modem) regTarget() regTarget {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s := &m.st
-	t := regTarget{imei: s.imei, forced: s.forcedStat}
+	t := regTarget{imei: s.imei, forced: s.forcedStat, cell: s.cell()}
 	if s.sim != nil {
 		sim := *s.sim
 		t.sim = &sim
@@ -63,7 +67,7 @@ func (m *Modem) setRegistration(stat int, ip string) {
 	if changed {
 		for i, n := range s.regN {
 			if n > 0 {
-				urcs = append(urcs, regLine(regName(i), n, stat, false))
+				urcs = append(urcs, regLine(regName(i), n, stat, false, s.serving))
 			}
 		}
 	}
@@ -114,9 +118,10 @@ type registrar struct {
 	m *Modem
 	s *session
 
-	attached *SIM   // card attached (or denied) with the network
-	imei     string // IMEI used for it
-	version  uint64 // card version last seen
+	attached *SIM         // card attached (or denied) with the network
+	imei     string       // IMEI used for it
+	cell     network.Cell // the cell the network last heard of
+	version  uint64       // card version last seen
 	blocked  bool
 	stat     int
 	ip       string
@@ -148,6 +153,9 @@ func (r *registrar) run() {
 			}
 		default:
 			r.set(r.stat, r.ip) // re-applies a forced status being lifted
+			if t.cell != r.cell && registered(r.stat) {
+				r.updateLocation(t)
+			}
 		}
 		if watch == nil || r.attached == nil || watch.iccid != r.attached.ICCID || watch.after != r.version {
 			watch.stop()
@@ -181,13 +189,14 @@ func (r *registrar) run() {
 
 // attach registers t's card; the result (registered or denied) is kept.
 func (r *registrar) attach(t regTarget) error {
+	cell := t.cell
 	res, err := r.m.net.Attach(r.s.ctx, network.AttachRequest{
-		ICCID: t.sim.ICCID, IMSI: t.sim.IMSI, MSISDN: t.sim.MSISDN, IMEI: t.imei,
+		ICCID: t.sim.ICCID, IMSI: t.sim.IMSI, MSISDN: t.sim.MSISDN, IMEI: t.imei, Cell: &cell,
 	})
 	if err != nil {
 		return err
 	}
-	r.attached, r.imei, r.version = t.sim, t.imei, res.Card.Version
+	r.attached, r.imei, r.cell, r.version = t.sim, t.imei, t.cell, res.Card.Version
 	r.blocked = res.Card.Blocked
 	switch res.Result {
 	case network.ResultRegistered:
@@ -199,6 +208,22 @@ func (r *registrar) attach(t regTarget) error {
 		return fmt.Errorf("modem: attach: unexpected result %q", res.Result)
 	}
 	return nil
+}
+
+// updateLocation tells the network the modem moved to t's cell (a
+// tracking area update), best effort: a failure is logged, and the next
+// attach names the cell anyway.
+func (r *registrar) updateLocation(t regTarget) {
+	if _, err := r.m.net.UpdateLocation(r.s.ctx, network.LocationUpdate{ICCID: r.attached.ICCID, IMEI: r.imei, Cell: t.cell}); err != nil {
+		r.m.log.Warn("location update failed", "iccid", r.attached.ICCID, "cell", t.cell.String(), "err", err)
+		if errors.Is(err, network.ErrNotAttached) {
+			r.attached = nil // the network lost us: attach again
+			r.m.kick()
+		}
+		return
+	}
+	r.cell = t.cell
+	r.m.log.Info("location updated", "iccid", r.attached.ICCID, "cell", t.cell.String())
 }
 
 // detach ends the current attachment, if any, best effort.

@@ -57,8 +57,10 @@ type AccountingStats struct {
 
 // Accounting sends RADIUS Accounting-Requests for the network's data
 // sessions: Start when a card attaches (with the address the network
-// assigned it), Interim-Update every Interim while it stays attached, and
-// Stop when it detaches, is blocked or attaches elsewhere. Each card has
+// assigned it), Interim-Update every Interim while it stays attached and
+// at once when its device moves to another cell (with the new
+// 3GPP-User-Location-Info, as a PGW does on a ULI change), and Stop when
+// it detaches, is blocked or attaches elsewhere. Each card has
 // its own queue and goroutine, as a PGW handles one subscriber's sessions
 // in order: the Stop of a card's session in one device is answered before
 // the Start of its session in the next one goes out, and a slow server
@@ -85,11 +87,20 @@ type cardQueue struct {
 }
 
 type acctEvent struct {
-	s     Session
-	start bool // Start, else Stop
+	s    Session
+	kind acctKind
 }
 
-var _ SessionObserver = (*Accounting)(nil)
+// acctKind is what happened to a session.
+type acctKind int
+
+const (
+	acctStart  acctKind = iota
+	acctStop            // the session ended
+	acctUpdate          // the session's serving cell changed
+)
+
+var _ SessionUpdater = (*Accounting)(nil)
 
 // NewAccounting returns accounting that runs until ctx ends; Wait waits
 // for its goroutines then.
@@ -127,11 +138,16 @@ func (a *Accounting) Stats() *AccountingStats { return &a.stats }
 func (a *Accounting) Wait() { a.wg.Wait() }
 
 // SessionStarted queues the session's Start; Interim-Updates follow.
-func (a *Accounting) SessionStarted(s Session) { a.enqueue(acctEvent{s: s, start: true}) }
+func (a *Accounting) SessionStarted(s Session) { a.enqueue(acctEvent{s: s, kind: acctStart}) }
 
 // SessionStopped queues the session's Stop, after the card's earlier
 // requests.
-func (a *Accounting) SessionStopped(s Session) { a.enqueue(acctEvent{s: s}) }
+func (a *Accounting) SessionStopped(s Session) { a.enqueue(acctEvent{s: s, kind: acctStop}) }
+
+// SessionUpdated queues an Interim-Update with the session's new location,
+// after the card's earlier requests; the periodic Interim-Updates carry it
+// from then on.
+func (a *Accounting) SessionUpdated(s Session) { a.enqueue(acctEvent{s: s, kind: acctUpdate}) }
 
 func (a *Accounting) enqueue(e acctEvent) {
 	a.mu.Lock()
@@ -196,7 +212,8 @@ func (a *Accounting) run(q *cardQueue) {
 		q.sending = e != nil
 		q.mu.Unlock()
 		if e != nil {
-			if e.start {
+			switch e.kind {
+			case acctStart:
 				a.send(ctx, &e.s, rfc2866.AcctStatusType_Value_Start)
 				s := e.s
 				open = &s
@@ -207,7 +224,13 @@ func (a *Accounting) run(q *cardQueue) {
 					ticker = time.NewTicker(a.cfg.Interim)
 					tick = ticker.C
 				}
-			} else {
+			case acctUpdate:
+				if open != nil && open.ID == e.s.ID {
+					s := e.s
+					open = &s
+					a.send(ctx, open, rfc2866.AcctStatusType_Value_InterimUpdate)
+				}
+			default:
 				a.send(ctx, &e.s, rfc2866.AcctStatusType_Value_Stop)
 				if open != nil && open.ID == e.s.ID {
 					open, tick = nil, nil

@@ -81,6 +81,9 @@ func (c *Client) do(ctx context.Context, method, path string, hdr http.Header, i
 		case http.StatusNotFound:
 			return resp.StatusCode, fmt.Errorf("%w: %s", ErrNotFound, eb.Message)
 		case http.StatusConflict:
+			if eb.Code == "NOT_ATTACHED" {
+				return resp.StatusCode, fmt.Errorf("%w: %s", ErrNotAttached, eb.Message)
+			}
 			return resp.StatusCode, fmt.Errorf("%w: %s", ErrConflict, eb.Message)
 		case http.StatusBadRequest:
 			return resp.StatusCode, fmt.Errorf("%w: %s", ErrInvalid, eb.Message)
@@ -176,6 +179,14 @@ func (c *Client) AttachCard(ctx context.Context, iccid string, d DeviceAttach) (
 	var res AttachResult
 	_, err := c.do(ctx, http.MethodPost, "/v1/cards/"+url.PathEscape(iccid)+"/attach", nil, d, &res)
 	return res, err
+}
+
+// UpdateLocation tells the network the card's device moved to another
+// cell.
+func (c *Client) UpdateLocation(ctx context.Context, u LocationUpdate) (Card, error) {
+	var card Card
+	_, err := c.do(ctx, http.MethodPost, "/v1/location", nil, u, &card)
+	return card, err
 }
 
 // Detach ends a card's registration (only in imei, when not empty).

@@ -69,6 +69,7 @@ func NewHandler(n *Network, log *slog.Logger) *Handler {
 	h.mux.HandleFunc("POST /v1/cards/{iccid}/attach", h.attachCard)
 	h.mux.HandleFunc("POST /v1/attach", h.attach)
 	h.mux.HandleFunc("POST /v1/detach", h.detach)
+	h.mux.HandleFunc("POST /v1/location", h.location)
 	return h
 }
 
@@ -313,6 +314,29 @@ func (h *Handler) detach(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, card)
 }
 
+// location answers POST /v1/location: a LocationUpdate, answered with
+// the card.
+func (h *Handler) location(w http.ResponseWriter, r *http.Request) {
+	var req LocationUpdate
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err == nil {
+		err = decode(body, &req)
+	}
+	if err != nil {
+		status, v := errorAnswer(err)
+		writeJSON(w, status, v)
+		return
+	}
+	card, err := h.net.UpdateLocation(r.Context(), req)
+	if err != nil {
+		status, v := errorAnswer(err)
+		writeJSON(w, status, v)
+		return
+	}
+	h.log.Info("location update", "iccid", req.ICCID, "imei", req.IMEI, "cell", req.Cell.String())
+	writeJSON(w, http.StatusOK, card)
+}
+
 func decode(body []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -329,6 +353,8 @@ func errorAnswer(err error) (int, any) {
 		return http.StatusNotFound, ErrorBody{"NOT_FOUND", err.Error()}
 	case errors.Is(err, ErrConflict):
 		return http.StatusConflict, ErrorBody{"CONFLICT", err.Error()}
+	case errors.Is(err, ErrNotAttached):
+		return http.StatusConflict, ErrorBody{"NOT_ATTACHED", err.Error()}
 	case errors.Is(err, ErrInvalid):
 		return http.StatusBadRequest, ErrorBody{"INVALID", err.Error()}
 	}

@@ -118,8 +118,9 @@ type Options struct {
 	EIR EquipmentChecker
 	// Logger logs EIR failures; nil discards.
 	Logger *slog.Logger
-	// Cell, if set, is the serving cell of attaches that name none (the
-	// simulated modems do not), for the accounting's location.
+	// Cell, if set, is the serving cell of attaches that name none
+	// (devices without a simulated modem; the modems name theirs), for the
+	// accounting's location.
 	Cell *Cell
 }
 
@@ -343,7 +344,7 @@ func (n *Network) Attach(ctx context.Context, req AttachRequest) (AttachResult, 
 	if !validDigits(req.IMEI, 14, 16) {
 		return AttachResult{}, fmt.Errorf("%w: IMEI %q", ErrInvalid, req.IMEI)
 	}
-	if err := req.Cell.validate(); err != nil {
+	if err := req.Cell.Validate(); err != nil {
 		return AttachResult{}, err
 	}
 	var status string
@@ -500,6 +501,46 @@ func (n *Network) endSession(e *entry, cause EndCause) {
 	if n.sessions != nil {
 		n.sessions.SessionStopped(*s)
 	}
+}
+
+// LocationUpdate is what a device sends when its modem moves to another
+// cell while attached: a tracking area update.
+type LocationUpdate struct {
+	ICCID string `json:"iccid"`
+	IMEI  string `json:"imei"`
+	Cell  Cell   `json:"cell"`
+}
+
+// ErrNotAttached means a location update came for a card that is not
+// attached in that IMEI.
+var ErrNotAttached = errors.New("network: card not attached in that device")
+
+// UpdateLocation records the new serving cell of a card attached in
+// u.IMEI; the SessionObserver, when it is a SessionUpdater, is told (the
+// accounting sends an Interim-Update with the new location). The same
+// cell again changes nothing. A card attached elsewhere, or not at all,
+// gives ErrNotAttached; an unknown one ErrNotFound.
+func (n *Network) UpdateLocation(_ context.Context, u LocationUpdate) (Card, error) {
+	if err := u.Cell.Validate(); err != nil {
+		return Card{}, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	e, ok := n.cards[normalise(u.ICCID)]
+	if !ok {
+		return Card{}, fmt.Errorf("%w: %s", ErrNotFound, u.ICCID)
+	}
+	if !e.card.Attached || e.card.IMEI != u.IMEI || e.session == nil {
+		return e.card, fmt.Errorf("%w: %s in %s", ErrNotAttached, u.ICCID, u.IMEI)
+	}
+	if s := e.session; s.Cell == nil || *s.Cell != u.Cell {
+		c := u.Cell
+		s.Cell = &c
+		if up, ok := n.sessions.(SessionUpdater); ok {
+			up.SessionUpdated(*s)
+		}
+	}
+	return e.card, nil
 }
 
 // AttachCard attaches a registered card in a device that is not a

@@ -33,13 +33,18 @@ func ParseCell(s string) (*Cell, error) {
 		return nil, fmt.Errorf("%w: cell %q: TAC is 0-65535, ECI 28 bits", ErrInvalid, s)
 	}
 	c := &Cell{MCC: f[0], MNC: f[1], TAC: uint16(tac), ECI: uint32(eci)}
-	if err := c.validate(); err != nil {
+	if err := c.Validate(); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-func (c *Cell) validate() error {
+// String writes the cell as ParseCell reads it, "460-03-6699-27446212".
+func (c Cell) String() string { return fmt.Sprintf("%s-%s-%d-%d", c.MCC, c.MNC, c.TAC, c.ECI) }
+
+// Validate checks the PLMN digits and the ECI's 28 bits; a nil cell is
+// valid (none named). Errors wrap ErrInvalid.
+func (c *Cell) Validate() error {
 	if c == nil {
 		return nil
 	}
@@ -90,6 +95,14 @@ const (
 type SessionObserver interface {
 	SessionStarted(s Session)
 	SessionStopped(s Session)
+}
+
+// SessionUpdater is a SessionObserver that is also told when an open
+// session's serving cell changes (the device moved: a tracking area
+// update), under the same rules. *Accounting is one.
+type SessionUpdater interface {
+	SessionObserver
+	SessionUpdated(s Session)
 }
 
 // Equipment statuses an equipment identity register answers (3GPP TS

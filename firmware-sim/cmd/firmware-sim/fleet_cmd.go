@@ -39,6 +39,10 @@ Gateways start at --ramp per second; the scenario then runs for
                    (whose own card is set aside) and both go back after
                    --swap-hold; the fleet watches the network block the
                    moved card and resume it, and measures both
+  --move-rate R    cell moves per second: a gateway's modem moves to the
+                   next cell (+CEREG URC, location update to the network);
+                   its agent reports it at most once per
+                   --cell-change-interval
   --fault-rate R   modem faults per second: reboots, garbled answers,
                    silence (command timeouts), error answers
   --storm-every D --storm-percent P
@@ -103,6 +107,8 @@ func runFleet(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&cfg.SwapHold, "swap-hold", 5*time.Second, "how long a swapped card stays in the other gateway")
 	fs.DurationVar(&cfg.SwapGap, "swap-gap", 200*time.Millisecond, "empty slot time while a card is changed")
 	fs.Float64Var(&cfg.FaultRate, "fault-rate", 0, "modem faults per `second` across the fleet")
+	fs.Float64Var(&cfg.MoveRate, "move-rate", 0, "cell moves per `second` across the fleet")
+	fs.DurationVar(&cfg.CellChangeInterval, "cell-change-interval", time.Minute, "the agents' report.cell_change_interval (0: no cell change reports)")
 	fs.DurationVar(&cfg.RebootDownFor, "reboot-down", time.Second, "how long a rebooted modem stays away")
 	fs.DurationVar(&cfg.StormEvery, "storm-every", 0, "drop sessions at once this often (0: no storms)")
 	fs.Float64Var(&cfg.StormPercent, "storm-percent", 0, "`percent` of the sessions each storm drops")
@@ -116,6 +122,9 @@ func runFleet(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	devLevel := fs.String("device-log-level", "error", "log `level` of the gateways' modems and agents")
 	if err := parse(fs, args, stdout); err != nil {
 		return err
+	}
+	if cfg.CellChangeInterval == 0 {
+		cfg.CellChangeInterval = -1 // fleet.Config: negative turns them off
 	}
 	if cfg.Devices < 1 {
 		fmt.Fprintln(stderr, "--devices is required")
@@ -244,6 +253,7 @@ func writeSummary(w io.Writer, s *fleet.Summary, lim fleet.FileLimit) {
 	if s.ResumeLatency.N > 0 {
 		p("  back → resume       p50 %s p99 %s max %s (%d)", ms(s.ResumeLatency.P50), ms(s.ResumeLatency.P99), ms(s.ResumeLatency.Max), s.ResumeLatency.N)
 	}
+	p("  cell moves          %d", s.Moves)
 	p("  modem faults        %d reboots, %d garbled, %d silent, %d errors", s.Reboots, s.Garbles, s.Timeouts, s.Errors)
 	for _, st := range s.Storms {
 		back := "not back before the next storm"

@@ -35,6 +35,13 @@ listens on that loopback address. With --network the SIM attaches to a
 simulated operator network ("firmware-sim network") and registration follows
 it: denied (stat 3) while the card is blocked.
 
+The modem sits in the serving cell --cell (MCC-MNC-TAC-ECI in decimal, e.g.
+460-03-6699-27446212; default: TAC 6699 = 0x1A2B and ECI 27440068 =
+0x01A2B3C4 in the home network of the SIM). AT+CEREG?/+CREG?/+CGREG? show
+it in hex in mode 2, AT+COPS? (numeric after AT+COPS=3,2) its MCC and MNC,
+and the attach names it. POST /cell on the control API moves the modem: a
++CEREG/+CREG URC to clients in mode 2, and a location update to --network.
+
 Flags:
 `
 
@@ -56,6 +63,7 @@ func runModem(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	networkURL := fs.String("network", "", "base `URL` of a simulated network, e.g. http://127.0.0.1:7000")
 	downFor := fs.Duration("reboot-down", 2*time.Second, "how long the port stays away on reboot")
 	rssi := fs.Int("rssi", 20, "AT+CSQ signal value 0..31")
+	cellFlag := fs.String("cell", "", "serving `cell` MCC-MNC-TAC-ECI in decimal, e.g. 460-03-6699-27446212 (default: TAC 6699, ECI 27440068 in the SIM's home network)")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	if err := parse(fs, args, stdout); err != nil {
 		return err
@@ -85,6 +93,11 @@ func runModem(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if *networkURL != "" {
 		cfg.Network = network.NewClient(*networkURL, nil)
+	}
+	if *cellFlag != "" {
+		if cfg.Cell, err = network.ParseCell(*cellFlag); err != nil {
+			return fmt.Errorf("--cell: %w", err)
+		}
 	}
 	m, err := modem.New(cfg)
 	if err != nil {

@@ -1,7 +1,8 @@
 // Package control is the HTTP JSON control API of a simulated modem: the
 // test's hand on the device, separate from the AT port. It reads the state,
-// inserts, removes and swaps SIM cards, changes the IMEI, reboots the modem,
-// pins the registration status and injects faults. docs/firmware-sim.md
+// inserts, removes and swaps SIM cards, changes the IMEI, moves the modem to
+// another serving cell, reboots the modem, pins the registration status and
+// injects faults. docs/firmware-sim.md
 // describes it with curl examples.
 package control
 
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cardbind/cardbind/firmware-sim/modem"
+	"github.com/cardbind/cardbind/firmware-sim/network"
 )
 
 // Duration is a time.Duration that reads and writes JSON as "1.5s".
@@ -119,6 +121,8 @@ func NewHandler(m *modem.Modem, log *slog.Logger) http.Handler {
 	mux.HandleFunc("POST /sim/remove", h.remove)
 	mux.HandleFunc("POST /sim/swap", h.swap)
 	mux.HandleFunc("POST /imei", h.imei)
+	mux.HandleFunc("GET /cell", h.getCell)
+	mux.HandleFunc("POST /cell", h.setCell)
 	mux.HandleFunc("POST /reboot", h.reboot)
 	mux.HandleFunc("GET /faults", h.getFaults)
 	mux.HandleFunc("PUT /faults", h.setFaults)
@@ -166,6 +170,22 @@ func (h *handler) imei(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.answer(w, h.m.SetIMEI(req.IMEI))
+}
+
+// CellRequest is the body of POST /cell: the serving cell to move to, as
+// {"mcc":"460","mnc":"03","tac":6699,"eci":27446212}.
+type CellRequest = network.Cell
+
+func (h *handler) getCell(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, h.m.Cell())
+}
+
+func (h *handler) setCell(w http.ResponseWriter, r *http.Request) {
+	var req CellRequest
+	if !decode(w, r, &req, false) {
+		return
+	}
+	h.answer(w, h.m.SetCell(req))
 }
 
 func (h *handler) reboot(w http.ResponseWriter, r *http.Request) {
