@@ -284,7 +284,7 @@ func camaraRoutes(cfg config.Config, httpAddr string, store verifier.Store, svc 
 
 // newRADIUS returns the accounting server for the configured clients.
 func newRADIUS(c config.RADIUS, store verifier.Store, in *ingest.Ingest, log *slog.Logger) (*radius.Server, error) {
-	rc := radius.Config{Addr: c.Listen}
+	rc := radius.Config{Addr: c.Listen, Workers: c.Workers}
 	for i, cl := range c.Clients {
 		client, err := radius.ParseClient(cl.Address, cl.Secret)
 		if err != nil {

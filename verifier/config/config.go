@@ -134,6 +134,9 @@ type RADIUS struct {
 	// Clients are the NAS addresses (or CIDR networks) allowed to send
 	// accounting, each with its shared secret.
 	Clients []RADIUSClient `toml:"clients"`
+	// Workers is how many requests are processed at once (0: the
+	// server's default, 64).
+	Workers int `toml:"workers"`
 }
 
 // RADIUSClient is one NAS (or network of them) and its shared secret.
@@ -373,6 +376,9 @@ func (w *Webhook) validate() error {
 }
 
 func (r *RADIUS) validate() error {
+	if r.Workers < 0 || r.Workers > 4096 {
+		return fmt.Errorf("config: radius.workers: %d: want 0 (the default) to 4096", r.Workers)
+	}
 	if r.Listen == "" {
 		return nil
 	}

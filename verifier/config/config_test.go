@@ -71,6 +71,7 @@ clients = [
   { address = "10.20.0.0/16", secret = "pgw-secret" },
   { address = "192.0.2.7", secret = "ggsn-secret" },
 ]
+workers = 128
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +81,7 @@ clients = [
 	}
 	if c.CAMARA.TokenTTL != 30*time.Minute || c.CAMARA.DefaultAreaRadius != 5000 || len(c.RADIUS.Clients) != 2 ||
 		!c.CAMARA.Webhook.AllowPrivateSinks || c.CAMARA.Webhook.MaxAge != 2*time.Hour || c.CAMARA.Webhook.Workers != 8 ||
-		c.RADIUS.Clients[1].Secret != "ggsn-secret" {
+		c.RADIUS.Clients[1].Secret != "ggsn-secret" || c.RADIUS.Workers != 128 {
 		t.Errorf("loaded %+v", c)
 	}
 }
@@ -138,6 +139,7 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.CAMARA.Webhook.CAFile = "/no/such/ca.pem" }, "camara.webhook.ca_file"},
 		{func(c *Config) { c.RADIUS.Listen = ":1813" }, "radius.clients"},
 		{func(c *Config) { c.RADIUS.Listen = "1813" }, "radius.listen"},
+		{func(c *Config) { c.RADIUS.Workers = -1 }, "radius.workers"},
 		{func(c *Config) {
 			c.RADIUS = RADIUS{Listen: ":1813", Clients: []RADIUSClient{{Address: "10.0.0.0/8"}}}
 		}, "radius.clients[0].secret"},

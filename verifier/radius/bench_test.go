@@ -2,6 +2,7 @@ package radius
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -14,6 +15,9 @@ import (
 	"github.com/cardbind/cardbind/protocol"
 	"github.com/cardbind/cardbind/verifier"
 	"github.com/cardbind/cardbind/verifier/engine"
+	"github.com/cardbind/cardbind/verifier/geo"
+	"github.com/cardbind/cardbind/verifier/ingest"
+	"github.com/cardbind/cardbind/verifier/store/pebble"
 )
 
 // benchCards is an indexed in-memory card store for the benchmark (the
@@ -126,6 +130,68 @@ func BenchmarkAccounting(b *testing.B) {
 		<-done
 		if s := srv.Stats(); s.Failed != 0 || s.Malformed != 0 || s.UnknownCard != 0 || s.Duplicates != 0 {
 			b.Errorf("stats = %+v", s)
+		}
+	})
+
+	// The server over what the verifier runs: the real ingest and engine
+	// on a Pebble store, every card bound to the record's IMEI and placed
+	// through the cell table. Each record is a synced observation commit
+	// and a synced address commit.
+	b.Run("server-ingest-pebble", func(b *testing.B) {
+		st, err := pebble.Open(b.TempDir(), pebble.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer st.Close()
+		ctx := context.Background()
+		inv := make([]verifier.Card, 0, cards)
+		for _, c := range store.byICC {
+			inv = append(inv, verifier.Card{ICCID: c.ICCID, Tenant: c.Tenant, IMSI: c.IMSI})
+		}
+		if _, _, err := st.UpsertInventory(ctx, inv); err != nil {
+			b.Fatal(err)
+		}
+		for _, c := range inv {
+			cur, err := st.Card(ctx, c.ICCID)
+			if err != nil {
+				b.Fatal(err)
+			}
+			cur.Binding = &verifier.Binding{IMEIs: []protocol.IMEI{"354882091234560"}, Mode: verifier.ModeBlock, AutoResume: true}
+			cur.Status.State = protocol.CardActive
+			if err := st.Commit(ctx, &verifier.Commit{Card: cur}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		cells := geo.New(st)
+		pos, _ := json.Marshal(geo.Position{Lat: 31.2, Lon: 121.4, RangeM: 500})
+		recs := make([]verifier.Record, distinct)
+		for i := range recs {
+			recs[i] = verifier.Record{Key: geo.Key{Wide: true, MCC: 460, MNC: 11, Cell: uint64(i)}.String(), Value: pos}
+		}
+		if err := st.PutRecords(ctx, geo.Namespace, recs); err != nil {
+			b.Fatal(err)
+		}
+		in := ingest.New(st, slog.New(slog.DiscardHandler), time.Now)
+		in.SetLocator(cells)
+		cl, _ := ParseClient("127.0.0.1", testSecret)
+		srv, err := New(Config{Clients: []Client{cl}, Workers: benchWindow}, st, in, slog.New(slog.DiscardHandler))
+		if err != nil {
+			b.Fatal(err)
+		}
+		conn := listenLoopback(b)
+		ctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { srv.Serve(ctx, conn); close(done) }()
+		tokens := make(chan struct{}, benchWindow)
+		blast(b, conn.LocalAddr().String(), packets, tokens, true)
+		cancel()
+		<-done
+		if s := srv.Stats(); s.Failed != 0 || s.Malformed != 0 || s.UnknownCard != 0 || s.Ignored != 0 {
+			b.Errorf("stats = %+v", s)
+		}
+		// The first packet names card 0.
+		if c, err := st.Card(context.Background(), protocol.ICCID(fmt.Sprintf("89860300000000%05d", 0))); err != nil || c.Status.LastLocation == nil || c.Status.State != protocol.CardActive {
+			b.Errorf("card after the run: %+v %v", c, err)
 		}
 	})
 }

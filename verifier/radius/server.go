@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -47,6 +46,9 @@ func ParseClient(addrOrCIDR, secret string) (Client, error) {
 	return Client{Prefix: p.Masked(), Secret: []byte(secret)}, nil
 }
 
+// DefaultWorkers is Config.Workers when unset.
+const DefaultWorkers = 64
+
 // Config configures a Server. The zero value with at least one client
 // works: the other fields have defaults.
 type Config struct {
@@ -57,8 +59,11 @@ type Config struct {
 	// addresses are dropped and counted. The most specific prefix that
 	// contains the source address gives the secret.
 	Clients []Client
-	// Workers is how many requests are processed at once (default 4 per
-	// CPU). Each worker reads from the socket itself.
+	// Workers is how many requests are processed at once (default
+	// DefaultWorkers). Each request waits for synced commits, and
+	// concurrent requests share the store's fsyncs, so it pays to have as
+	// many as the NASes keep outstanding. Each worker reads from the
+	// socket itself.
 	Workers int
 	// Timeout bounds the store and engine calls of one request (default
 	// 5s, under a NAS's usual retransmission interval).
@@ -166,7 +171,7 @@ func New(cfg Config, cards Cards, obs Observer, log *slog.Logger) (*Server, erro
 		cfg.Addr = DefaultAddr
 	}
 	if cfg.Workers == 0 {
-		cfg.Workers = 4 * runtime.GOMAXPROCS(0)
+		cfg.Workers = DefaultWorkers
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 5 * time.Second
