@@ -138,10 +138,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	retry := time.NewTimer(0)
 	defer retry.Stop()
 	cells := &cellThrottle{}
-	held := time.NewTimer(0) // fires when a held-back cell change may go out
-	if !held.Stop() {
-		<-held.C
-	}
+	held := time.NewTimer(time.Hour) // fires when a held-back cell change may go out
+	held.Stop()                      // armed only while a change is held back
 	defer held.Stop()
 
 	// read reads the modem and reports when something changed, when
