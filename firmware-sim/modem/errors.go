@@ -64,6 +64,12 @@ func cmeText(code int) string {
 		return "unknown"
 	case 515:
 		return "please wait, init or command processing in progress"
+	case 504:
+		return "Session is ongoing" // Quectel GNSS
+	case 505:
+		return "Session not active"
+	case 516:
+		return "Not fixed now"
 	}
 	return ""
 }

@@ -44,6 +44,9 @@ type Config struct {
 	// ECI DefaultECI in the home network of the SIM in the slot. SetCell
 	// moves the modem.
 	Cell *network.Cell
+	// GNSS is where the GNSS receiver has a fix at power-on (quectel and
+	// simcom only); nil means no fix. SetGNSS changes it.
+	GNSS *GNSSFix
 	// Seed seeds the randomness of the garbled-bytes fault.
 	Seed uint64
 	// Logger receives the modem's logs; nil discards them.
@@ -84,6 +87,8 @@ type State struct {
 	CMEE         int               `json:"cmee"`
 	CFUN         int               `json:"cfun"`
 	Registration RegistrationState `json:"registration"`
+	// GNSS is the receiver (personalities with one: quectel, simcom).
+	GNSS *GNSSState `json:"gnss,omitempty"`
 }
 
 // RegistrationState is the network registration part of State.
@@ -129,6 +134,9 @@ type state struct {
 	qsimstat bool // quectel +QSIMSTAT URC enabled
 	usimstat int  // ublox +USIMSTAT mask
 
+	gnssOn  bool     // the client turned the GNSS receiver on
+	gnssFix *GNSSFix // where the receiver has a fix; kept across reboots
+
 	faults Faults
 	boots  int
 }
@@ -144,6 +152,7 @@ type Modem struct {
 	svn      string
 	rssi     int
 	downFor  time.Duration
+	now      func() time.Time // the GNSS answers' clock
 
 	mu   sync.Mutex
 	st   state
@@ -170,6 +179,7 @@ func New(cfg Config) (*Modem, error) {
 		rssi:    cfg.RSSI,
 		downFor: cfg.RebootDownFor,
 		rng:     rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
+		now:     time.Now,
 	}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
@@ -186,6 +196,16 @@ func New(cfg Config) (*Modem, error) {
 	m.handlers = standardHandlers()
 	for name, h := range pers.extra {
 		m.handlers[name] = h
+	}
+	if pers.gnss {
+		for name, h := range gnssHandlers(pers.name) {
+			m.handlers[name] = h
+		}
+	}
+	if cfg.GNSS != nil {
+		if err := m.SetGNSS(cfg.GNSS); err != nil {
+			return nil, err
+		}
 	}
 	m.st.imei = cfg.IMEI
 	m.st.forcedStat = -1
@@ -222,6 +242,7 @@ func (s *state) powerOn(p *personality) {
 	s.simOff = false
 	s.qsimstat = false
 	s.usimstat = 0
+	s.gnssOn = false
 }
 
 // resetProfile is ATZ / AT&F: back to the default user settings.
@@ -283,6 +304,10 @@ func (m *Modem) State() State {
 			IP:     s.ip,
 			Cell:   s.cell(),
 		},
+	}
+	if m.pers.gnss {
+		g := s.gnssState()
+		out.GNSS = &g
 	}
 	if s.sim != nil {
 		sim := *s.sim

@@ -21,6 +21,7 @@ type personality struct {
 	simRemoved                func(s *state) []string
 	simInserted               func(s *state) []string
 	simReady                  func(s *state) []string // after the PIN is entered
+	gnss                      bool                    // has a GNSS receiver (gnssHandlers)
 	extra                     map[string]handler
 }
 
@@ -102,6 +103,7 @@ func quectelPersonality() *personality {
 		ati:          stdATI,
 		cgsnParam:    false, // EC2x rejects AT+CGSN=1
 		defaultCMEE:  1,
+		gnss:         true,
 		boot: func(s *state) []string {
 			out := []string{"RDY"}
 			if s.sim != nil {
@@ -189,6 +191,7 @@ func simcomPersonality() *personality {
 		},
 		cgsnParam:   true,
 		cfun0SIMOff: true,
+		gnss:        true,
 		boot: func(s *state) []string {
 			if s.sim == nil {
 				return []string{"RDY", "+SIMCARD: NOT AVAILABLE"}

@@ -42,6 +42,12 @@ it in hex in mode 2, AT+COPS? (numeric after AT+COPS=3,2) its MCC and MNC,
 and the attach names it. POST /cell on the control API moves the modem: a
 +CEREG/+CREG URC to clients in mode 2, and a location update to --network.
 
+Quectel and SIMCom modems have a GNSS receiver: the client turns it on
+(AT+QGPS=1, AT+CGPS=1) and reads the fix (AT+QGPSLOC=2, AT+CGPSINFO).
+--gnss LAT,LON[,HDOP] gives it a fix there (decimal degrees; default HDOP
+1.1); without it the receiver has none. POST /gnss on the control API sets
+({"lat":..,"lon":..,"hdop":..}) or loses ({"fix":false}) the fix.
+
 Flags:
 `
 
@@ -64,6 +70,7 @@ func runModem(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	downFor := fs.Duration("reboot-down", 2*time.Second, "how long the port stays away on reboot")
 	rssi := fs.Int("rssi", 20, "AT+CSQ signal value 0..31")
 	cellFlag := fs.String("cell", "", "serving `cell` MCC-MNC-TAC-ECI in decimal, e.g. 460-03-6699-27446212 (default: TAC 6699, ECI 27440068 in the SIM's home network)")
+	gnssFlag := fs.String("gnss", "", "GNSS fix at `LAT,LON[,HDOP]` in decimal degrees (quectel and simcom; default: no fix)")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	if err := parse(fs, args, stdout); err != nil {
 		return err
@@ -98,6 +105,13 @@ func runModem(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if cfg.Cell, err = network.ParseCell(*cellFlag); err != nil {
 			return fmt.Errorf("--cell: %w", err)
 		}
+	}
+	if *gnssFlag != "" {
+		fix, err := modem.ParseGNSSFix(*gnssFlag)
+		if err != nil {
+			return fmt.Errorf("--gnss: %w", err)
+		}
+		cfg.GNSS = &fix
 	}
 	m, err := modem.New(cfg)
 	if err != nil {

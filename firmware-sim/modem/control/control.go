@@ -1,7 +1,7 @@
 // Package control is the HTTP JSON control API of a simulated modem: the
 // test's hand on the device, separate from the AT port. It reads the state,
 // inserts, removes and swaps SIM cards, changes the IMEI, moves the modem to
-// another serving cell, reboots the modem, pins the registration status and
+// another serving cell, gives its GNSS receiver a fix or takes it away, reboots the modem, pins the registration status and
 // injects faults. docs/firmware-sim.md
 // describes it with curl examples.
 package control
@@ -123,6 +123,8 @@ func NewHandler(m *modem.Modem, log *slog.Logger) http.Handler {
 	mux.HandleFunc("POST /imei", h.imei)
 	mux.HandleFunc("GET /cell", h.getCell)
 	mux.HandleFunc("POST /cell", h.setCell)
+	mux.HandleFunc("GET /gnss", h.getGNSS)
+	mux.HandleFunc("POST /gnss", h.setGNSS)
 	mux.HandleFunc("POST /reboot", h.reboot)
 	mux.HandleFunc("GET /faults", h.getFaults)
 	mux.HandleFunc("PUT /faults", h.setFaults)
@@ -186,6 +188,49 @@ func (h *handler) setCell(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.answer(w, h.m.SetCell(req))
+}
+
+// GNSSRequest is the body of POST /gnss: {"lat":31.231,"lon":121.474,
+// "hdop":1.1} gives the receiver a fix there (hdop optional, default
+// modem.DefaultHDOP); {"fix":false} takes the fix away.
+type GNSSRequest struct {
+	// Fix false loses the fix; absent or true sets one at Lat, Lon.
+	Fix  *bool    `json:"fix,omitempty"`
+	Lat  *float64 `json:"lat,omitempty"`
+	Lon  *float64 `json:"lon,omitempty"`
+	HDOP float64  `json:"hdop,omitempty"`
+}
+
+func (h *handler) getGNSS(w http.ResponseWriter, _ *http.Request) {
+	if !h.m.HasGNSS() {
+		writeJSON(w, http.StatusNotFound, ErrorBody{"NO_GNSS", modem.ErrNoGNSS.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, h.m.GNSS())
+}
+
+func (h *handler) setGNSS(w http.ResponseWriter, r *http.Request) {
+	var req GNSSRequest
+	if !decode(w, r, &req, false) {
+		return
+	}
+	if !h.m.HasGNSS() {
+		writeJSON(w, http.StatusNotFound, ErrorBody{"NO_GNSS", modem.ErrNoGNSS.Error()})
+		return
+	}
+	if req.Fix != nil && !*req.Fix {
+		if req.Lat != nil || req.Lon != nil {
+			writeJSON(w, http.StatusBadRequest, ErrorBody{"INVALID", `"fix": false takes no lat or lon`})
+			return
+		}
+		h.answer(w, h.m.SetGNSS(nil))
+		return
+	}
+	if req.Lat == nil || req.Lon == nil {
+		writeJSON(w, http.StatusBadRequest, ErrorBody{"INVALID", `want "lat" and "lon", or "fix": false`})
+		return
+	}
+	h.answer(w, h.m.SetGNSS(&modem.GNSSFix{Lat: *req.Lat, Lon: *req.Lon, HDOP: req.HDOP}))
 }
 
 func (h *handler) reboot(w http.ResponseWriter, r *http.Request) {
