@@ -136,14 +136,14 @@ func Run(ctx context.Context, cfg config.Config, openStore OpenStore, log *slog.
 	metrics := newMetrics(in, brk)
 	enfDispatch := dispatch.New(store, verifier.OutboxEnforce,
 		enforce.Handler(enforcer, store, log.With("part", "enforce"), metrics.observeEnforcement),
-		dispatch.Config{}, log, now)
+		dispatch.Config{OrderKey: cardOfEntry}, log, now)
 	var notifier *webhook.Notifier // CAMARA subscriptions; nil when the CAMARA API is off
 	if !cfg.CAMARA.Disabled {
 		if notifier, err = newNotifier(cfg, store, log.With("part", "webhook")); err != nil {
 			return err
 		}
 	}
-	alertDispatch := dispatch.New(store, verifier.OutboxAlert, alertHandler(brk, notifier), dispatch.Config{}, log, now)
+	alertDispatch := dispatch.New(store, verifier.OutboxAlert, alertHandler(brk, notifier), dispatch.Config{OrderKey: cardOfEntry}, log, now)
 	metrics.dispatchers(enfDispatch, alertDispatch)
 	in.SetHooks(ingest.Hooks{Outbox: func() { enfDispatch.Wake(); alertDispatch.Wake() }, Decision: metrics.decision})
 
@@ -280,6 +280,15 @@ func camaraRoutes(cfg config.Config, httpAddr string, store verifier.Store, svc 
 		{Pattern: "/admin/v1/clients/", Handler: admin, Operator: true},
 		{Pattern: "/admin/v1/tokens", Handler: admin, Operator: true},
 	}, nil
+}
+
+// cardOfEntry is the card an enforcement or alert outbox entry is about:
+// their ids start with the ICCID ("ICCID-SEQ-WHAT", see ingest and
+// service), so a card's entries are carried out one at a time, in order
+// (mismatch before blocked before resumed).
+func cardOfEntry(e verifier.OutboxEntry) string {
+	iccid, _, _ := strings.Cut(e.ID, "-")
+	return iccid
 }
 
 // newRADIUS returns the accounting server for the configured clients.

@@ -49,6 +49,12 @@ type Config struct {
 	// MaxAge gives up on an entry this long after it was created
 	// (default 24 hours); 0 keeps the default, negative never gives up.
 	MaxAge time.Duration
+	// OrderKey, when set, names the queue an entry belongs to (the card,
+	// for alerts): entries with the same key are handled one at a time, in
+	// the outbox's order, and a failed one holds back the entries behind
+	// it until its retry. Entries of different keys run in parallel. Nil:
+	// every entry is independent.
+	OrderKey func(e verifier.OutboxEntry) string
 }
 
 func (c *Config) defaults() {
@@ -93,7 +99,8 @@ type Dispatcher struct {
 	now     func() time.Time
 	wake    chan struct{}
 	stats   Stats
-	running sync.Map // entry id -> struct{}: handled right now
+	running sync.Map // entry key -> struct{}: handled right now
+	held    sync.Map // entry key -> time.Time: an ordered queue waiting for a retry
 }
 
 // New returns a dispatcher for entries of kind.
@@ -160,14 +167,29 @@ func (d *Dispatcher) round(ctx context.Context, sem chan struct{}, wg *sync.Wait
 	}
 	d.stats.Due.Store(int64(len(entries)))
 	started := 0
+	now := d.now()
+	seen := make(map[string]bool)
 	for _, e := range entries {
-		if _, busy := d.running.LoadOrStore(e.ID, struct{}{}); busy {
+		key := d.key(e)
+		if d.cfg.OrderKey != nil {
+			if seen[key] {
+				continue // behind an earlier entry of its queue
+			}
+			seen[key] = true
+			if until, ok := d.held.Load(key); ok {
+				if now.Before(until.(time.Time)) {
+					continue
+				}
+				d.held.Delete(key)
+			}
+		}
+		if _, busy := d.running.LoadOrStore(key, struct{}{}); busy {
 			continue
 		}
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
-			d.running.Delete(e.ID)
+			d.running.Delete(key)
 			return false, nil
 		}
 		started++
@@ -177,15 +199,29 @@ func (d *Dispatcher) round(ctx context.Context, sem chan struct{}, wg *sync.Wait
 			defer wg.Done()
 			defer d.stats.InFlight.Add(-1)
 			defer func() { <-sem }()
-			defer d.running.Delete(e.ID)
-			d.one(ctx, e)
+			defer d.running.Delete(key)
+			d.one(ctx, e, key)
 			d.Wake() // a finished entry may unblock more
 		}(e)
 	}
+	d.held.Range(func(k, until any) bool {
+		if !now.Before(until.(time.Time)) {
+			d.held.Delete(k) // its entry is due again, done, or gone
+		}
+		return true
+	})
 	return len(entries) == d.cfg.Batch && started > 0, nil
 }
 
-func (d *Dispatcher) one(ctx context.Context, e verifier.OutboxEntry) {
+// key is the entry's queue: its OrderKey, or its own id.
+func (d *Dispatcher) key(e verifier.OutboxEntry) string {
+	if d.cfg.OrderKey != nil {
+		return d.cfg.OrderKey(e)
+	}
+	return e.ID
+}
+
+func (d *Dispatcher) one(ctx context.Context, e verifier.OutboxEntry, key string) {
 	err := d.handle(ctx, e)
 	switch {
 	case err == nil:
@@ -208,6 +244,9 @@ func (d *Dispatcher) one(ctx context.Context, e verifier.OutboxEntry) {
 		delay := Backoff(e.Attempts, d.cfg.MinBackoff, d.cfg.MaxBackoff)
 		e.NotBefore = d.now().Add(delay)
 		d.log.Warn("outbox entry failed; will retry", "id", e.ID, "attempts", e.Attempts, "retry_in", delay, "err", err)
+		if d.cfg.OrderKey != nil {
+			d.held.Store(key, e.NotBefore)
+		}
 		if rerr := d.store.RescheduleOutbox(ctx, e); rerr != nil {
 			d.log.Error("reschedule outbox entry", "id", e.ID, "err", rerr)
 			return

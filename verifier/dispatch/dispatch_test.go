@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -227,5 +228,67 @@ func TestBackoff(t *testing.T) {
 				t.Fatalf("Backoff(%d) = %v, want %v..%v", tt.n, d, tt.lo, tt.hi)
 			}
 		}
+	}
+}
+
+// With an OrderKey, a queue's entries are handled one at a time in outbox
+// order, and a failing one holds back those behind it until it is retried
+// and done; other queues go on meanwhile.
+func TestOrderKeyKeepsEachQueueInOrder(t *testing.T) {
+	store := newMemOutbox(
+		entry("A-1-mismatch", verifier.OutboxAlert, 5*time.Second),
+		entry("A-1-blocked", verifier.OutboxAlert, 4*time.Second),
+		entry("B-1-mismatch", verifier.OutboxAlert, 3*time.Second),
+		entry("A-2-resumed", verifier.OutboxAlert, 2*time.Second),
+		entry("B-1-blocked", verifier.OutboxAlert, time.Second),
+	)
+	var mu sync.Mutex
+	var got []string
+	inA := 0
+	failed := false
+	d := New(store, verifier.OutboxAlert, func(_ context.Context, e verifier.OutboxEntry) error {
+		q, _, _ := strings.Cut(e.ID, "-")
+		mu.Lock()
+		if q == "A" {
+			inA++
+			if inA > 1 {
+				t.Errorf("two entries of queue A at once")
+			}
+		}
+		fail := e.ID == "A-1-blocked" && !failed
+		failed = failed || fail
+		if !fail {
+			got = append(got, e.ID)
+		}
+		mu.Unlock()
+		time.Sleep(2 * time.Millisecond)
+		mu.Lock()
+		if q == "A" {
+			inA--
+		}
+		mu.Unlock()
+		if fail {
+			return errors.New("broker unavailable")
+		}
+		return nil
+	}, Config{Workers: 4, MinBackoff: 30 * time.Millisecond, MaxBackoff: 30 * time.Millisecond, Poll: 5 * time.Millisecond,
+		OrderKey: func(e verifier.OutboxEntry) string { q, _, _ := strings.Cut(e.ID, "-"); return q }}, quiet(), time.Now)
+	run(t, d)
+	waitFor(t, "all handled", func() bool { return store.len() == 0 })
+	mu.Lock()
+	defer mu.Unlock()
+	var a, b []string
+	for _, id := range got {
+		if strings.HasPrefix(id, "A") {
+			a = append(a, id)
+		} else {
+			b = append(b, id)
+		}
+	}
+	if fmt.Sprint(a) != "[A-1-mismatch A-1-blocked A-2-resumed]" || fmt.Sprint(b) != "[B-1-mismatch B-1-blocked]" {
+		t.Errorf("queue A %v, queue B %v: each must keep its order, the retried entry included", a, b)
+	}
+	if d.Stats().Retried.Load() != 1 {
+		t.Errorf("retried %d, want 1", d.Stats().Retried.Load())
 	}
 }

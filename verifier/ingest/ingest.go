@@ -326,7 +326,9 @@ func (in *Ingest) committed(c *verifier.Commit, d protocol.Decision) {
 // plan turns an outcome into the atomic write: the card, and when
 // something changed, the history entry and the outbox entries whose ids are
 // derived from the card and its history sequence (stable across retries
-// and redeliveries).
+// and redeliveries). The entries' Created times are a nanosecond apart, in
+// the order the engine gave them, so that the outbox (oldest first) hands
+// them out in that order.
 func (in *Ingest) plan(before *verifier.Card, out engine.Outcome, obs verifier.Observation, now time.Time) (*verifier.Commit, error) {
 	c := out.Card
 	commit := &verifier.Commit{Card: c}
@@ -349,7 +351,7 @@ func (in *Ingest) plan(before *verifier.Card, out engine.Outcome, obs verifier.O
 		commit.Outbox = append(commit.Outbox, verifier.OutboxEntry{
 			ID: fmt.Sprintf("%s-%d-%s", c.ICCID, seq, out.Enforce), Kind: verifier.OutboxEnforce, Created: now, Payload: payload})
 	}
-	for _, t := range out.Alerts {
+	for i, t := range out.Alerts {
 		a := protocol.Alert{Version: protocol.Version, ID: fmt.Sprintf("%s-%d-%s", c.ICCID, seq, t), Type: t,
 			Tenant: c.Tenant, ICCID: c.ICCID, ObservedIMEI: obs.IMEI, Source: obs.Source, Decision: out.Decision,
 			CardState: c.Status.State, Time: now, DeviceID: obs.DeviceID, Detail: out.Detail}
@@ -361,7 +363,8 @@ func (in *Ingest) plan(before *verifier.Card, out engine.Outcome, obs verifier.O
 		if err != nil {
 			return nil, fmt.Errorf("ingest: encode alert: %w", err)
 		}
-		commit.Outbox = append(commit.Outbox, verifier.OutboxEntry{ID: a.ID, Kind: verifier.OutboxAlert, Created: now, Payload: payload})
+		commit.Outbox = append(commit.Outbox, verifier.OutboxEntry{ID: a.ID, Kind: verifier.OutboxAlert,
+			Created: now.Add(time.Duration(i)), Payload: payload})
 	}
 	return commit, nil
 }
