@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -55,7 +56,9 @@ type Config struct {
 	// because the serving cell changed (with nothing else changed); a
 	// change within it goes out when it has passed. 0 sends no report
 	// for a cell change (the cell still rides in every other report).
-	// SIM and IMEI changes are never held back.
+	// SIM and IMEI changes are never held back. A GNSS fix that moved
+	// more than MoveThreshold (or a fix after none) counts as a cell
+	// change.
 	CellChangeInterval time.Duration
 }
 
@@ -170,18 +173,20 @@ func (a *Agent) Run(ctx context.Context) error {
 			reason = protocol.ReasonChange
 			a.log.Info("identity changed", "from", last.String(), "to", fp.String())
 		case force:
-		case cells.moved(r.Registration.Cell):
+		case cells.moved(r.Registration.Cell) || cells.relocated(r.Location):
 			wait, ok := cells.due(a.now(), a.cfg.CellChangeInterval)
 			if !ok {
 				if wait > 0 && !cells.holding {
 					cells.holding = true
 					held.Reset(wait)
-					a.log.Debug("serving cell changed; report held back", "cell", cellString(r.Registration.Cell), "for", wait)
+					a.log.Debug("serving cell or position changed; report held back", "cell", cellString(r.Registration.Cell),
+						"position", locationString(r.Location), "for", wait)
 				}
 				return true
 			}
 			reason = protocol.ReasonChange
-			a.log.Info("serving cell changed", "from", cellString(cells.last), "to", cellString(r.Registration.Cell))
+			a.log.Info("serving cell or position changed", "from", cellString(cells.last), "to", cellString(r.Registration.Cell),
+				"position_from", locationString(cells.lastLoc), "position_to", locationString(r.Location))
 			cells.sent = a.now()
 		default:
 			return true
@@ -192,7 +197,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			return false
 		}
 		last = fp
-		cells.reported(r.Registration.Cell)
+		cells.reported(r.Registration.Cell, r.Location)
 		return true
 	}
 
@@ -399,6 +404,7 @@ func (a *Agent) build(id identity.Identity) (*protocol.Report, *fingerprint, err
 	if id.Signal != nil && id.Signal.DBm < 0 {
 		r.Signal = &protocol.Signal{RSSIdBm: id.Signal.DBm}
 	}
+	r.Location = gnssLocation(id.GNSS)
 	fp := &fingerprint{imei: r.IMEI, sim: r.SIM, iccid: r.ICCID, imsi: r.IMSI, denied: r.Registration.State == protocol.RegDenied}
 	return r, fp, nil
 }
@@ -455,12 +461,66 @@ func tech(act int) string {
 	return ""
 }
 
-// cellThrottle keeps cell change reports to one per
+// UERE is the user equivalent range error assumed for the modems' GNSS
+// receivers: single-frequency L1 receivers under open sky see about 5 m.
+// A fix's accuracy is its HDOP times this (about the 1-sigma horizontal
+// error; HDOP 1.1 gives 5.5 m).
+const UERE = 5.0
+
+// gnssLocation turns a GNSS fix into the report's location; a fix without
+// HDOP (SIMCom's AT+CGPSINFO) gets no accuracy, which the verifier takes
+// as 50 m.
+func gnssLocation(f *identity.Fix) *protocol.Location {
+	if f == nil {
+		return nil
+	}
+	return &protocol.Location{Lat: f.Lat, Lon: f.Lon, AccuracyM: math.Round(f.HDOP*UERE*10) / 10, Source: "gnss"}
+}
+
+// MoveThreshold is how far a GNSS fix must move from the one in the last
+// report (beyond both fixes' accuracies) for a report of its own, under
+// the cell change throttle: far above the wander of a standing receiver,
+// well below the radius of an area limit.
+const MoveThreshold = 250.0 // metres
+
+// cellThrottle keeps cell change reports (a serving cell, or a GNSS
+// position, other than the last reported) to one per
 // Config.CellChangeInterval. It is used by Run's goroutine only.
 type cellThrottle struct {
-	last    *protocol.Cell // the cell in the last report sent
-	sent    time.Time      // when the last cell change report was sent
-	holding bool           // a timer runs for a held-back change
+	last    *protocol.Cell     // the cell in the last report sent
+	lastLoc *protocol.Location // the position in the last report sent (nil: none)
+	sent    time.Time          // when the last cell change report was sent
+	holding bool               // a timer runs for a held-back change
+}
+
+// relocated reports whether l is a fix where the last report had none, or
+// one more than MoveThreshold (plus both accuracies) from the last
+// reported. Losing the fix is no move: the next report carries the cell.
+func (t *cellThrottle) relocated(l *protocol.Location) bool {
+	if l == nil {
+		return false
+	}
+	if t.lastLoc == nil {
+		return true
+	}
+	return distanceM(t.lastLoc.Lat, t.lastLoc.Lon, l.Lat, l.Lon) > MoveThreshold+t.lastLoc.AccuracyM+l.AccuracyM
+}
+
+// distanceM is the great-circle distance in metres (haversine, mean Earth
+// radius).
+func distanceM(lat1, lon1, lat2, lon2 float64) float64 {
+	const r = 6371008.8
+	rad := math.Pi / 180
+	dlat, dlon := (lat2-lat1)*rad, (lon2-lon1)*rad
+	h := math.Sin(dlat/2)*math.Sin(dlat/2) + math.Cos(lat1*rad)*math.Cos(lat2*rad)*math.Sin(dlon/2)*math.Sin(dlon/2)
+	return 2 * r * math.Asin(math.Sqrt(min(1, h)))
+}
+
+func locationString(l *protocol.Location) string {
+	if l == nil {
+		return "none"
+	}
+	return fmt.Sprintf("%.5f,%.5f±%.0fm", l.Lat, l.Lon, l.AccuracyM)
 }
 
 // moved reports whether c is a known cell other than the last reported.
@@ -483,11 +543,16 @@ func (t *cellThrottle) due(now time.Time, interval time.Duration) (wait time.Dur
 	return 0, true
 }
 
-// reported records the cell of a report that was queued.
-func (t *cellThrottle) reported(c *protocol.Cell) {
+// reported records the cell and position of a report that was queued.
+func (t *cellThrottle) reported(c *protocol.Cell, l *protocol.Location) {
 	if c != nil {
 		cc := *c
 		t.last = &cc
+	}
+	t.lastLoc = nil
+	if l != nil {
+		ll := *l
+		t.lastLoc = &ll
 	}
 }
 

@@ -11,6 +11,12 @@
 // reopening of the port produce an event: the agent then reads the
 // identity again at once. Every reopening also makes the next read set the
 // numeric operator format again (identity.Reader.ResetOperatorFormat).
+//
+// With Config.GNSS, modems whose vendor has a GNSS receiver the agent knows
+// (identity.Vendor.GNSS: Quectel, SIMCom) get it turned on after every
+// (re)open, and every Identify reads the fix into Identity.GNSS. A module
+// that does not know the commands is not asked again until the port
+// reopens.
 package atmodem
 
 import (
@@ -46,6 +52,10 @@ type Config struct {
 	MinBackoff, MaxBackoff time.Duration
 	// Options are passed to every at.Engine.
 	Options []at.Option
+	// GNSS turns the modem's GNSS receiver on after every (re)open and
+	// reads the fix with every Identify. Off by default: the receiver
+	// costs power (tens of mA on battery devices).
+	GNSS bool
 	// Logger receives connection and event logs (default: discard).
 	Logger *slog.Logger
 }
@@ -65,7 +75,23 @@ type Modem struct {
 	regStat map[string]identity.RegStat // last URC stat per kind (CREG, CEREG, ...)
 	regCell map[string]string           // last URC location per kind, "<area>/<cell>"
 	openErr error                       // the last failure to open the port
+	gnss    gnssState                   // the GNSS receiver since the last (re)open
 }
+
+// gnssState is what the agent knows of the modem's GNSS receiver since the
+// port last opened. Guarded by Modem.mu.
+type gnssState struct {
+	gen      uint64 // counts the (re)opens
+	cmds     identity.GNSSCommands
+	active   bool // the vendor has GNSS commands and the module knows them
+	enable   bool // send cmds.Enable before the next read
+	refusals int  // consecutive "unknown command" answers
+}
+
+// gnssMaxRefusals is how many consecutive "unknown command" answers (ERROR,
+// +CME ERROR: 3 or 4, COMMAND NOT SUPPORT) stop the GNSS reads until the
+// port reopens: two, so that one answer lost to line noise does not.
+const gnssMaxRefusals = 2
 
 // New returns a Modem; call Run to open the port.
 func New(cfg Config) (*Modem, error) {
@@ -112,7 +138,108 @@ func (m *Modem) Identify(ctx context.Context) (identity.Identity, error) {
 	if err != nil {
 		return id, fmt.Errorf("atmodem: %w", err)
 	}
+	if fix, ok := m.readGNSS(ctx); ok {
+		id.GNSS = &fix
+	}
 	return id, nil
+}
+
+// readGNSS reads the GNSS fix when GNSS is on and the module has it. It
+// turns the receiver on first after a (re)open or when the module said it
+// is off (Quectel +CME ERROR: 505). No fix, an error or a timeout give no
+// fix and are asked again next time; answers that say the module does not
+// know the commands stop the reads until the port reopens.
+func (m *Modem) readGNSS(ctx context.Context) (identity.Fix, bool) {
+	if !m.cfg.GNSS {
+		return identity.Fix{}, false
+	}
+	m.mu.Lock()
+	g := m.gnss
+	m.gnss.enable = false
+	m.mu.Unlock()
+	if !g.active {
+		return identity.Fix{}, false
+	}
+	if g.enable {
+		m.enableGNSS(ctx, m.sup, g.cmds)
+	}
+	resp, err := m.sup.Command(ctx, g.cmds.Read)
+	var fix identity.Fix
+	if err == nil {
+		fix, err = g.cmds.Parse(resp.Lines)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.gnss.gen != g.gen {
+		return identity.Fix{}, false // the port reopened meanwhile
+	}
+	switch {
+	case err == nil:
+		m.gnss.refusals = 0
+		m.log.Debug("GNSS fix", "lat", fix.Lat, "lon", fix.Lon, "hdop", fix.HDOP)
+		return fix, true
+	case gnssUnknown(err):
+		m.gnss.refusals++
+		if m.gnss.refusals >= gnssMaxRefusals {
+			m.gnss.active = false
+			m.log.Info("the modem does not know the GNSS commands; not asking again until the port reopens", "cmd", g.cmds.Read, "err", err)
+		}
+	case gnssOff(err):
+		m.gnss.refusals = 0
+		m.gnss.enable = true
+		m.log.Debug("GNSS is off; turning it on again", "err", err)
+	default:
+		m.gnss.refusals = 0
+		if errors.Is(err, identity.ErrNoFix) || gnssNotFixed(err) {
+			m.log.Debug("no GNSS fix")
+		} else {
+			m.log.Debug("GNSS read failed", "cmd", g.cmds.Read, "err", err)
+		}
+	}
+	return identity.Fix{}, false
+}
+
+// enableGNSS turns the receiver on. Already on (Quectel 504, or the plain
+// ERROR of a SIMCom) is fine; whether the module knows GNSS at all is
+// left to the read's answer.
+func (m *Modem) enableGNSS(ctx context.Context, c identity.Commander, cmds identity.GNSSCommands) {
+	_, err := c.Command(ctx, cmds.Enable)
+	var ce *at.CMEError
+	switch {
+	case err == nil:
+		m.log.Info("GNSS turned on", "cmd", cmds.Enable)
+	case errors.As(err, &ce) && ce.Code == identity.CMEGNSSSessionOngoing:
+		m.log.Info("GNSS already on", "cmd", cmds.Enable)
+	default:
+		m.log.Debug("GNSS enable not taken (already on, or no GNSS)", "cmd", cmds.Enable, "err", err)
+	}
+}
+
+// gnssUnknown reports whether err says the module does not know the
+// command: plain ERROR, +CME ERROR: 3 or 4 (operation not allowed / not
+// supported), COMMAND NOT SUPPORT.
+func gnssUnknown(err error) bool {
+	var ce *at.CMEError
+	if errors.As(err, &ce) {
+		return ce.Code == at.CMEOperationNotAllowed || ce.Code == at.CMEOperationNotSupported
+	}
+	var re *at.ResultError
+	return errors.Is(err, at.ErrError) || errors.As(err, &re)
+}
+
+// gnssOff reports whether err is Quectel's "Session not active" (505):
+// GNSS is off.
+func gnssOff(err error) bool {
+	var ce *at.CMEError
+	return errors.As(err, &ce) && (ce.Code == identity.CMEGNSSSessionNotActive ||
+		ce.Code < 0 && strings.Contains(strings.ToLower(ce.Text), "not active"))
+}
+
+// gnssNotFixed reports whether err is Quectel's "Not fixed now" (516).
+func gnssNotFixed(err error) bool {
+	var ce *at.CMEError
+	return errors.As(err, &ce) && (ce.Code == identity.CMEGNSSNotFixed ||
+		ce.Code < 0 && strings.Contains(strings.ToLower(ce.Text), "not fixed"))
 }
 
 // Events receives a value whenever the identity may have changed: a SIM
@@ -181,7 +308,14 @@ func (m *Modem) onUp(ctx context.Context, e *at.Engine) {
 		}
 	}
 	m.reader.ResetOperatorFormat()
+	var gnss gnssState
+	if cmds, ok := vendor.GNSS(); ok && m.cfg.GNSS {
+		m.enableGNSS(ctx, e, cmds)
+		gnss = gnssState{cmds: cmds, active: true}
+	}
 	m.mu.Lock()
+	gnss.gen = m.gnss.gen + 1
+	m.gnss = gnss
 	m.vendor = vendor
 	clear(m.regStat)
 	clear(m.regCell)

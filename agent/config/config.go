@@ -25,7 +25,17 @@ type Config struct {
 	Modem    Modem  `toml:"modem"`
 	Report   Report `toml:"report"`
 	Outbox   Outbox `toml:"outbox"`
+	GNSS     GNSS   `toml:"gnss"`
 	Log      Log    `toml:"log"`
+}
+
+// GNSS configures reading the modem's GNSS receiver (modem.source "at";
+// Quectel and SIMCom modules).
+type GNSS struct {
+	// Enabled turns the receiver on after every (re)open of the port and
+	// puts its fix in every report. Off by default: the receiver draws
+	// power (tens of mA), which battery devices may not afford.
+	Enabled bool `toml:"enabled"`
 }
 
 // Modem says where the modem is and how far the verifier may drive it.

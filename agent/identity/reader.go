@@ -31,8 +31,11 @@ type Identity struct {
 	Registration *Registration `json:"registration,omitempty"`
 	// PLMN is the serving network (AT+COPS? in numeric format), while
 	// registered.
-	PLMN     *PLMN    `json:"plmn,omitempty"`
-	Signal   *Signal  `json:"signal,omitempty"`
+	PLMN   *PLMN   `json:"plmn,omitempty"`
+	Signal *Signal `json:"signal,omitempty"`
+	// GNSS is the modem's GNSS fix, when GNSS reading is on and the
+	// receiver has one (atmodem.Config.GNSS).
+	GNSS     *Fix     `json:"gnss,omitempty"`
 	Problems []string `json:"problems,omitempty"`
 }
 

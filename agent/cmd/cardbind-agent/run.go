@@ -224,7 +224,7 @@ func newDaemon(cfg config.Config, log *slog.Logger) (*daemonParts, error) {
 	if cfg.Report.BrokerURL != "" {
 		brokerURL = cfg.Report.BrokerURL
 	}
-	m, err := newSource(cfg.Modem, log.With("part", "modem"))
+	m, err := newSource(cfg.Modem, cfg.GNSS.Enabled, log.With("part", "modem"))
 	if err != nil {
 		return nil, err
 	}

@@ -28,9 +28,13 @@ var (
 	_ source = (*modemmanager.Modem)(nil)
 )
 
-// newSource builds the source modem.source names.
-func newSource(m config.Modem, log *slog.Logger) (source, error) {
+// newSource builds the source modem.source names; gnss turns on GNSS
+// reading (AT source only).
+func newSource(m config.Modem, gnss bool, log *slog.Logger) (source, error) {
 	if m.Source == "modemmanager" {
+		if gnss {
+			log.Warn("gnss.enabled is ignored with modem.source \"modemmanager\": reports carry the serving cell only")
+		}
 		return modemmanager.New(modemmanager.Config{Address: m.DBusAddress, Modem: m.Select,
 			EnableTimeout: m.RadioTimeout, MaxBackoff: m.ReopenMax, Logger: log})
 	}
@@ -38,6 +42,7 @@ func newSource(m config.Modem, log *slog.Logger) (source, error) {
 		Open:         serialport.Opener(m.Port, m.Baud),
 		RadioTimeout: m.RadioTimeout,
 		MaxBackoff:   m.ReopenMax,
+		GNSS:         gnss,
 		Logger:       log,
 	})
 }
