@@ -348,13 +348,7 @@ func (c *adminClient) cells(ctx context.Context, args []string) error {
 			in = zr
 		}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/admin/v1/cells/import", in)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	req.Header.Set("Content-Type", "text/csv")
-	resp, err := c.http.Do(req)
+	resp, err := c.postCSV(ctx, "/admin/v1/cells/import", in)
 	if err != nil {
 		return fmt.Errorf("cells import: %w", err)
 	}
@@ -427,13 +421,7 @@ func (c *adminClient) importCards(ctx context.Context, args []string) error {
 		q.Set("dry_run", "true")
 	}
 	counted := &countingReader{r: in}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/admin/v1/cards/import?"+q.Encode(), counted)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	req.Header.Set("Content-Type", "text/csv")
-	resp, err := c.http.Do(req)
+	resp, err := c.postCSV(ctx, "/admin/v1/cards/import?"+q.Encode(), counted)
 	if err != nil {
 		return fmt.Errorf("import: %w", err)
 	}
@@ -478,6 +466,18 @@ func (c *adminClient) importCards(ctx context.Context, args []string) error {
 		return fmt.Errorf("import: %v", e)
 	}
 	return nil
+}
+
+// postCSV streams body to the admin API path with the operator's
+// credential; the caller closes the response body.
+func (c *adminClient) postCSV(ctx context.Context, path string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Content-Type", "text/csv")
+	return c.http.Do(req)
 }
 
 func progressBar(frac float64) string {
