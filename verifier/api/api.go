@@ -231,6 +231,12 @@ func (a *api) importCards(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	dry := q.Get("dry_run") == "true" || q.Get("dry_run") == "1"
+	// The upload is read while progress is written: without full duplex,
+	// the HTTP/1 server discards up to 256 KiB of the unread body when the
+	// first progress line goes out, silently losing those lines.
+	if err := http.NewResponseController(w).EnableFullDuplex(); err != nil {
+		a.log.Warn("import: no full duplex; large uploads may be cut", "err", err)
+	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)

@@ -409,3 +409,41 @@ func TestDevicesAndCommands(t *testing.T) {
 		}
 	}
 }
+
+// An upload streamed with no length (as the CLI sends a file) is read in
+// full while progress lines go out: none of it is discarded when the
+// first progress line is written.
+func TestImportStreamedUploadIsReadWhole(t *testing.T) {
+	s := newServer(t)
+	if code := s.op("POST", "/admin/v1/tenants", map[string]string{"id": "acme"}, nil); code != http.StatusCreated {
+		t.Fatalf("create tenant: %d", code)
+	}
+	const n = 6000 // about 400 KiB, over the server's 256 KiB post-handler read
+	pr, pw := io.Pipe()
+	go func() {
+		w := bufio.NewWriter(pw)
+		fmt.Fprintln(w, "iccid,tenant,imsi,imei")
+		for i := range n {
+			fmt.Fprintf(w, "%s,acme,46003%010d,%s\n", protocol.WithCheckDigit(fmt.Sprintf("8986031%012d", i)), i,
+				protocol.WithCheckDigit(fmt.Sprintf("35693803%06d", i)))
+		}
+		pw.CloseWithError(w.Flush())
+	}()
+	req, _ := http.NewRequest("POST", s.url+"/admin/v1/cards/import?format=csv", pr)
+	req.Header.Set("Authorization", "Bearer "+operatorToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var last struct {
+		Summary *service.ImportSummary `json:"summary"`
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		_ = json.Unmarshal(sc.Bytes(), &last)
+	}
+	if last.Summary == nil || last.Summary.Lines != n || last.Summary.Created != n || last.Summary.Bound != n || last.Summary.Errors != 0 {
+		t.Fatalf("import summary %+v, want %d lines created and bound", last.Summary, n)
+	}
+}
