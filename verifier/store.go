@@ -26,6 +26,16 @@ type Store interface {
 	// An index value (IMSI, MSISDN, IP, NAI) already held by another card
 	// moves to this card.
 	Commit(ctx context.Context, c *Commit) error
+	// CommitAll writes many commits as one atomic, durable write (one
+	// synced batch in Pebble, one transaction in PostgreSQL): all of them
+	// or none. Each commit obeys Commit's rules; if any card or device
+	// version check fails, CommitAll returns ErrConflict and writes
+	// nothing, and the caller retries commit by commit. A card, device or
+	// outbox id may appear in at most one commit of a call (an error that
+	// is not ErrConflict otherwise). On success every Card.Version and
+	// Device.Version is the stored one, as after Commit; on failure they
+	// are unchanged. No commits is a no-op.
+	CommitAll(ctx context.Context, cs []*Commit) error
 	// UpsertInventory creates cards or updates their inventory fields
 	// (Tenant, IMSI, MSISDN, NAI) in one atomic batch, leaving binding and
 	// status alone. It is idempotent: applying the same items again

@@ -96,6 +96,31 @@ func (s *memStore) Commit(_ context.Context, c *verifier.Commit) error {
 	return nil
 }
 
+func (s *memStore) CommitAll(_ context.Context, cs []*verifier.Commit) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range cs {
+		if c.Card == nil {
+			continue
+		}
+		old, err := s.get(c.Card.ICCID)
+		switch {
+		case errors.Is(err, verifier.ErrNotFound) && c.Card.Version != 0:
+			return verifier.ErrConflict
+		case err == nil && old.Version != c.Card.Version:
+			return verifier.ErrConflict
+		}
+	}
+	for _, c := range cs {
+		if c.Card != nil {
+			c.Card.Version++
+			s.put(c.Card)
+		}
+		s.commits++
+	}
+	return nil
+}
+
 func (s *memStore) UpsertInventory(_ context.Context, items []verifier.Card) (int, int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -47,7 +47,14 @@ func (s *Service) Bind(ctx context.Context, tenant string, iccid protocol.ICCID,
 	if err := spec.validate(); err != nil {
 		return nil, err
 	}
-	return s.change(ctx, tenant, iccid, actor, func(c *verifier.Card, now time.Time) (string, error) {
+	return s.change(ctx, tenant, iccid, actor, bindEdit(spec, actor))
+}
+
+// bindEdit returns the edit of a card that Bind makes: the binding spec
+// asks for, made by actor, learned from the card's current device when
+// the spec names none. spec must be valid.
+func bindEdit(spec BindSpec, actor string) editFunc {
+	return func(c *verifier.Card, now time.Time) (string, error) {
 		b := &verifier.Binding{IMEIs: slices.Clone(spec.IMEIs), TAC: spec.TAC, Mode: verifier.ModeBlock,
 			Grace: spec.Grace, AutoResume: spec.AutoResume == nil || *spec.AutoResume, Area: spec.Area,
 			Created: now, CreatedBy: actor}
@@ -63,7 +70,7 @@ func (s *Service) Bind(ctx context.Context, tenant string, iccid protocol.ICCID,
 		}
 		c.Binding = b
 		return detail, nil
-	})
+	}
 }
 
 // Unbind removes a card's binding; ErrNotBound when it has none.
@@ -77,46 +84,21 @@ func (s *Service) Unbind(ctx context.Context, tenant string, iccid protocol.ICCI
 	})
 }
 
+// editFunc changes a card's binding in place and returns the history
+// entry's detail text.
+type editFunc func(c *verifier.Card, now time.Time) (string, error)
+
 // change applies a binding change to a card with its history entry and,
 // when a block made by the old binding ends, the resume enforcement.
-func (s *Service) change(ctx context.Context, tenant string, iccid protocol.ICCID, actor string,
-	edit func(c *verifier.Card, now time.Time) (string, error)) (*verifier.Card, error) {
+func (s *Service) change(ctx context.Context, tenant string, iccid protocol.ICCID, actor string, edit editFunc) (*verifier.Card, error) {
 	for attempt := 1; ; attempt++ {
 		c, err := s.Card(ctx, tenant, iccid)
 		if err != nil {
 			return nil, err
 		}
-		now := s.now().UTC()
-		from := c.Status.State
-		if from == "" {
-			from = protocol.CardUnbound
-		}
-		detail, err := edit(c, now)
+		commit, detail, err := planChange(c, s.now().UTC(), actor, edit)
 		if err != nil {
 			return nil, err
-		}
-		var enforce verifier.Enforcement
-		if !c.Status.Manual || from != protocol.CardBlocked {
-			if from == protocol.CardBlocked {
-				enforce = verifier.EnforceResume
-			}
-			c.Status.State = initialState(c.Binding)
-			c.Status.Reason, c.Status.OffendingIMEI, c.Status.GraceUntil = "", "", time.Time{}
-		}
-		c.Status.Seq++
-		commit := &verifier.Commit{Card: c, History: &verifier.HistoryEntry{
-			ICCID: c.ICCID, Seq: c.Status.Seq, Time: now, Decision: protocol.DecisionAdmin, From: from, To: c.Status.State,
-			Observed: verifier.Observation{Kind: verifier.ObservedBindingChange, ICCID: c.ICCID, Source: protocol.SourceAPI, Time: now, Actor: actor},
-			Enforce:  enforce, Detail: detail,
-		}}
-		if enforce != verifier.EnforceNone {
-			payload, err := json.Marshal(verifier.EnforceTask{ICCID: c.ICCID, IMSI: c.IMSI, MSISDN: c.MSISDN,
-				Tenant: c.Tenant, Action: enforce, Reason: protocol.DecisionAdmin})
-			if err != nil {
-				return nil, err
-			}
-			commit.Outbox = append(commit.Outbox, verifier.OutboxEntry{ID: fmt.Sprintf("%s-%d-%s", c.ICCID, c.Status.Seq, enforce),
-				Kind: verifier.OutboxEnforce, Created: now, Payload: payload})
 		}
 		err = s.store.Commit(ctx, commit)
 		if err == nil {
@@ -127,6 +109,46 @@ func (s *Service) change(ctx context.Context, tenant string, iccid protocol.ICCI
 			return nil, fmt.Errorf("change binding of %s: %w", iccid, err)
 		}
 	}
+}
+
+// planChange applies edit to c, a card as read (c.Version the version
+// read), and returns the commit that writes the change and edit's detail:
+// the card in the state its new binding implies (a block by the old
+// binding ends; an operator's manual block stays), its history entry and,
+// when a block ends, the resume enforcement in the outbox.
+func planChange(c *verifier.Card, now time.Time, actor string, edit editFunc) (*verifier.Commit, string, error) {
+	from := c.Status.State
+	if from == "" {
+		from = protocol.CardUnbound
+	}
+	detail, err := edit(c, now)
+	if err != nil {
+		return nil, "", err
+	}
+	var enforce verifier.Enforcement
+	if !c.Status.Manual || from != protocol.CardBlocked {
+		if from == protocol.CardBlocked {
+			enforce = verifier.EnforceResume
+		}
+		c.Status.State = initialState(c.Binding)
+		c.Status.Reason, c.Status.OffendingIMEI, c.Status.GraceUntil = "", "", time.Time{}
+	}
+	c.Status.Seq++
+	commit := &verifier.Commit{Card: c, History: &verifier.HistoryEntry{
+		ICCID: c.ICCID, Seq: c.Status.Seq, Time: now, Decision: protocol.DecisionAdmin, From: from, To: c.Status.State,
+		Observed: verifier.Observation{Kind: verifier.ObservedBindingChange, ICCID: c.ICCID, Source: protocol.SourceAPI, Time: now, Actor: actor},
+		Enforce:  enforce, Detail: detail,
+	}}
+	if enforce != verifier.EnforceNone {
+		payload, err := json.Marshal(verifier.EnforceTask{ICCID: c.ICCID, IMSI: c.IMSI, MSISDN: c.MSISDN,
+			Tenant: c.Tenant, Action: enforce, Reason: protocol.DecisionAdmin})
+		if err != nil {
+			return nil, "", err
+		}
+		commit.Outbox = append(commit.Outbox, verifier.OutboxEntry{ID: fmt.Sprintf("%s-%d-%s", c.ICCID, c.Status.Seq, enforce),
+			Kind: verifier.OutboxEnforce, Created: now, Payload: payload})
+	}
+	return commit, detail, nil
 }
 
 func initialState(b *verifier.Binding) protocol.CardState {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 
+	"github.com/cardbind/cardbind/protocol"
 	"github.com/cardbind/cardbind/verifier"
 	"github.com/cardbind/cardbind/verifier/inventory"
 )
@@ -97,56 +98,145 @@ func (s *Service) Import(ctx context.Context, r io.Reader, format inventory.Form
 	return sum, nil
 }
 
+// importBatch writes (or, in a dry run, plans) one batch and adds what
+// it did to sum.
 func (s *Service) importBatch(ctx context.Context, batch []inventory.Item, dryRun bool, sum *ImportSummary, events func(ImportEvent)) error {
+	if dryRun {
+		return s.dryRunBatch(ctx, batch, sum, events)
+	}
+	if hasRepeatedCard(batch) {
+		return s.importCardByCard(ctx, batch, sum, events)
+	}
+	p, err := s.planBatch(ctx, batch)
+	if err != nil {
+		return err
+	}
+	err = s.store.CommitAll(ctx, p.commits)
+	if errors.Is(err, verifier.ErrConflict) {
+		// A card changed between the read and the write (a verification
+		// of a card in the file): the slower path retries card by card.
+		s.log.Info("import: batch conflicted, writing it card by card", "first_line", batch[0].Line, "err", err)
+		return s.importCardByCard(ctx, batch, sum, events)
+	}
+	if err != nil {
+		return err
+	}
+	sum.Created += p.sum.Created
+	sum.Changed += p.sum.Changed
+	sum.Unchanged += p.sum.Unchanged
+	sum.Bound += p.sum.Bound
+	sum.Errors += p.sum.Errors
+	for _, ev := range p.lineErrors {
+		events(ev)
+	}
+	if p.sum.Bound > 0 {
+		s.log.Info("bindings changed", "actor", importActor, "cards", p.sum.Bound,
+			"first_line", batch[0].Line, "last_line", batch[len(batch)-1].Line)
+	}
+	return nil
+}
+
+// importActor creates the bindings an import sets.
+const importActor = "import"
+
+// batchPlan is what a batch writes: one commit per card that changes,
+// with the counts and line errors to report once it is written.
+type batchPlan struct {
+	commits    []*verifier.Commit
+	sum        ImportSummary
+	lineErrors []ImportEvent
+}
+
+// planBatch reads every card of the batch once and plans its write: the
+// inventory fields as UpsertInventory sets them and, when the line's
+// binding differs from the card's, the binding change exactly as Bind
+// makes it (planChange). Cards must not repeat within the batch.
+func (s *Service) planBatch(ctx context.Context, batch []inventory.Item) (*batchPlan, error) {
+	p := &batchPlan{commits: make([]*verifier.Commit, 0, len(batch))}
+	now := s.now().UTC()
+	for _, it := range batch {
+		c, err := s.store.Card(ctx, it.Card.ICCID)
+		changed := true
+		switch {
+		case errors.Is(err, verifier.ErrNotFound):
+			// Created unbound, as UpsertInventory creates it.
+			c = &verifier.Card{ICCID: it.Card.ICCID, Status: verifier.CardStatus{State: protocol.CardUnbound}}
+			p.sum.Created++
+		case err != nil:
+			return nil, err
+		case inventoryDiffers(c, &it.Card):
+			p.sum.Changed++
+		default:
+			p.sum.Unchanged++
+			changed = false
+		}
+		c.Tenant, c.IMSI, c.MSISDN, c.NAI = it.Card.Tenant, it.Card.IMSI, it.Card.MSISDN, it.Card.NAI
+		commit := &verifier.Commit{Card: c}
+		if it.Binding != nil && cardBindingDiffers(c, it.Binding) {
+			spec := importSpec(it.Binding)
+			if err := spec.validate(); err != nil {
+				p.sum.Errors++
+				p.lineErrors = append(p.lineErrors, ImportEvent{Line: it.Line, Error: err.Error()})
+			} else {
+				if commit, _, err = planChange(c, now, importActor, bindEdit(spec, importActor)); err != nil {
+					return nil, err
+				}
+				p.sum.Bound++
+				changed = true
+			}
+		}
+		if changed {
+			p.commits = append(p.commits, commit)
+		}
+	}
+	return p, nil
+}
+
+// importSpec is the BindSpec of an inventory line's binding.
+func importSpec(b *verifier.Binding) BindSpec {
+	ar := b.AutoResume
+	return BindSpec{IMEIs: b.IMEIs, TAC: b.TAC, AlertOnly: b.Mode == verifier.ModeAlert, Grace: b.Grace, AutoResume: &ar}
+}
+
+// inventoryDiffers reports whether an import item changes a card's
+// inventory fields.
+func inventoryDiffers(c, item *verifier.Card) bool {
+	return c.Tenant != item.Tenant || c.IMSI != item.IMSI || c.MSISDN != item.MSISDN || c.NAI != item.NAI
+}
+
+// hasRepeatedCard reports whether a card appears on two lines of batch.
+func hasRepeatedCard(batch []inventory.Item) bool {
+	seen := make(map[protocol.ICCID]bool, len(batch))
+	for _, it := range batch {
+		if seen[it.Card.ICCID] {
+			return true
+		}
+		seen[it.Card.ICCID] = true
+	}
+	return false
+}
+
+// importCardByCard writes a batch the slow way: the inventory in one
+// batch, then every binding through Bind, one commit per card. It takes
+// batches that name a card twice (each line's binding is applied in
+// turn) and batches whose one write conflicted.
+func (s *Service) importCardByCard(ctx context.Context, batch []inventory.Item, sum *ImportSummary, events func(ImportEvent)) error {
 	cards := make([]verifier.Card, len(batch))
 	for i, it := range batch {
 		cards[i] = it.Card
 	}
-	if dryRun {
-		for i, c := range cards {
-			old, err := s.store.Card(ctx, c.ICCID)
-			change := ""
-			switch {
-			case errors.Is(err, verifier.ErrNotFound):
-				sum.Created++
-				change = "create"
-			case err != nil:
-				return err
-			case old.Tenant != c.Tenant || old.IMSI != c.IMSI || old.MSISDN != c.MSISDN || old.NAI != c.NAI:
-				sum.Changed++
-				change = "update"
-			default:
-				sum.Unchanged++
-			}
-			if change != "" {
-				events(ImportEvent{Line: batch[i].Line, ICCID: string(c.ICCID), Change: change})
-			}
-		}
-	} else {
-		created, changed, err := s.store.UpsertInventory(ctx, cards)
-		if err != nil {
-			return err
-		}
-		sum.Created += created
-		sum.Changed += changed
-		sum.Unchanged += len(cards) - created - changed
+	created, changed, err := s.store.UpsertInventory(ctx, cards)
+	if err != nil {
+		return err
 	}
+	sum.Created += created
+	sum.Changed += changed
+	sum.Unchanged += len(cards) - created - changed
 	for _, it := range batch {
-		if it.Binding == nil {
+		if it.Binding == nil || !s.bindingDiffers(ctx, it) {
 			continue
 		}
-		if !s.bindingDiffers(ctx, it) {
-			continue
-		}
-		if dryRun {
-			sum.Bound++
-			events(ImportEvent{Line: it.Line, ICCID: string(it.Card.ICCID), Change: "bind"})
-			continue
-		}
-		ar := it.Binding.AutoResume
-		spec := BindSpec{IMEIs: it.Binding.IMEIs, TAC: it.Binding.TAC, AlertOnly: it.Binding.Mode == verifier.ModeAlert,
-			Grace: it.Binding.Grace, AutoResume: &ar}
-		if _, err := s.Bind(ctx, it.Card.Tenant, it.Card.ICCID, spec, "import"); err != nil {
+		if _, err := s.Bind(ctx, it.Card.Tenant, it.Card.ICCID, importSpec(it.Binding), importActor); err != nil {
 			if errors.Is(err, ErrInvalid) {
 				sum.Errors++
 				events(ImportEvent{Line: it.Line, Error: err.Error()})
@@ -159,13 +249,53 @@ func (s *Service) importBatch(ctx context.Context, batch []inventory.Item, dryRu
 	return nil
 }
 
+// dryRunBatch counts and reports what the batch would change.
+func (s *Service) dryRunBatch(ctx context.Context, batch []inventory.Item, sum *ImportSummary, events func(ImportEvent)) error {
+	for _, it := range batch {
+		c := it.Card
+		old, err := s.store.Card(ctx, c.ICCID)
+		change := ""
+		switch {
+		case errors.Is(err, verifier.ErrNotFound):
+			sum.Created++
+			change = "create"
+		case err != nil:
+			return err
+		case inventoryDiffers(old, &c):
+			sum.Changed++
+			change = "update"
+		default:
+			sum.Unchanged++
+		}
+		if change != "" {
+			events(ImportEvent{Line: it.Line, ICCID: string(c.ICCID), Change: change})
+		}
+	}
+	for _, it := range batch {
+		if it.Binding == nil || !s.bindingDiffers(ctx, it) {
+			continue
+		}
+		sum.Bound++
+		events(ImportEvent{Line: it.Line, ICCID: string(it.Card.ICCID), Change: "bind"})
+	}
+	return nil
+}
+
 // bindingDiffers reports whether the item's binding differs from the
 // card's, so that importing the same file twice binds nothing twice.
 func (s *Service) bindingDiffers(ctx context.Context, it inventory.Item) bool {
 	c, err := s.store.Card(ctx, it.Card.ICCID)
-	if err != nil || c.Binding == nil {
+	if err != nil {
 		return true
 	}
-	b, w := c.Binding, it.Binding
+	return cardBindingDiffers(c, it.Binding)
+}
+
+// cardBindingDiffers reports whether binding w differs from card c's.
+func cardBindingDiffers(c *verifier.Card, w *verifier.Binding) bool {
+	if c.Binding == nil {
+		return true
+	}
+	b := c.Binding
 	return !slices.Equal(b.IMEIs, w.IMEIs) || b.TAC != w.TAC || b.Mode != w.Mode || b.Grace != w.Grace || b.AutoResume != w.AutoResume
 }

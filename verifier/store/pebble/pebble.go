@@ -30,8 +30,8 @@
 //
 // # Writes and concurrency
 //
-// Commit and UpsertInventory each write one Pebble batch, committed with
-// Sync; concurrent batches share fsyncs through Pebble's group commit.
+// Commit, CommitAll and UpsertInventory each write one Pebble batch,
+// committed with Sync; concurrent batches share fsyncs through Pebble's group commit.
 // The read-check-write of a version is made atomic by striped locks:
 // first the row stripes of everything the write names (cards, device,
 // outbox ids), all at once in stripe order; then, once the old cards are

@@ -87,21 +87,28 @@ func putCard(b *pdb.Batch, w cardWrite) error {
 // Commit writes a decision atomically: card, history entry, outbox
 // entries and device, in one synced batch, or nothing.
 func (s *Store) Commit(ctx context.Context, c *verifier.Commit) error {
+	return s.commitAll(ctx, []*verifier.Commit{c})
+}
+
+// CommitAll writes many commits in one synced batch, or nothing: a
+// version conflict in any of them is ErrConflict for all. The row stripes
+// of every card, device and outbox id the commits name are held for the
+// whole write, so a large call (an import batch) briefly holds most
+// stripes.
+func (s *Store) CommitAll(ctx context.Context, cs []*verifier.Commit) error {
+	if len(cs) == 0 {
+		return ctx.Err()
+	}
+	return s.commitAll(ctx, cs)
+}
+
+func (s *Store) commitAll(ctx context.Context, cs []*verifier.Commit) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := checkCommit(c); err != nil {
+	rows, err := commitRows(cs)
+	if err != nil {
 		return err
-	}
-	rows := make([][]byte, 0, 2+len(c.Outbox))
-	if c.Card != nil {
-		rows = append(rows, cardKey(c.Card.ICCID))
-	}
-	if c.Device != nil {
-		rows = append(rows, deviceKey(c.Device.ID))
-	}
-	for i := range c.Outbox {
-		rows = append(rows, outboxIDKey(c.Outbox[i].ID))
 	}
 	unlock := s.lock(&s.rows, rows)
 	defer unlock()
@@ -109,48 +116,22 @@ func (s *Store) Commit(ctx context.Context, c *verifier.Commit) error {
 	b := s.db.NewIndexedBatch()
 	defer b.Close()
 
-	var ws []cardWrite
-	if c.Card != nil {
-		old, err := readCard(s.db, c.Card.ICCID)
-		switch {
-		case errors.Is(err, verifier.ErrNotFound):
-			if c.Card.Version != 0 {
-				return fmt.Errorf("card %s: version %d read, now gone: %w", c.Card.ICCID, c.Card.Version, verifier.ErrConflict)
-			}
-			old = nil
-		case err != nil:
-			return err
-		case c.Card.Version == 0:
-			return fmt.Errorf("card %s: created, but it exists: %w", c.Card.ICCID, verifier.ErrConflict)
-		case old.Version != c.Card.Version:
-			return fmt.Errorf("card %s: version %d read, now %d: %w", c.Card.ICCID, c.Card.Version, old.Version, verifier.ErrConflict)
+	ws := make([]cardWrite, 0, len(cs))
+	for _, c := range cs {
+		if c.Card == nil {
+			continue
 		}
-		next := *c.Card
-		next.Version++
-		ws = append(ws, cardWrite{old: old, next: &next})
-	}
-	if d := c.Device; d != nil {
-		old, err := readDevice(s.db, d.ID)
-		switch {
-		case errors.Is(err, verifier.ErrNotFound):
-			if d.Version != 0 {
-				return fmt.Errorf("device %s: version %d read, now gone: %w", d.ID, d.Version, verifier.ErrConflict)
-			}
-		case err != nil:
-			return err
-		case d.Version == 0:
-			return fmt.Errorf("device %s: created, but it exists: %w", d.ID, verifier.ErrConflict)
-		case old.Version != d.Version:
-			return fmt.Errorf("device %s: version %d read, now %d: %w", d.ID, d.Version, old.Version, verifier.ErrConflict)
-		}
-		next := *d
-		next.Version++
-		v, err := encodeJSON(&next)
+		w, err := s.checkCard(c.Card)
 		if err != nil {
-			return fmt.Errorf("pebble: device %s: %w", d.ID, err)
+			return err
 		}
-		if err := b.Set(deviceKey(d.ID), v, nil); err != nil {
-			return fmt.Errorf("pebble: device %s: %w", d.ID, err)
+		ws = append(ws, w)
+	}
+	for _, c := range cs {
+		if c.Device != nil {
+			if err := s.putDevice(b, c.Device); err != nil {
+				return err
+			}
 		}
 	}
 
@@ -161,6 +142,118 @@ func (s *Store) Commit(ctx context.Context, c *verifier.Commit) error {
 			return fmt.Errorf("pebble: card %s: %w", w.next.ICCID, err)
 		}
 	}
+	for _, c := range cs {
+		if err := putHistoryOutbox(b, c); err != nil {
+			return err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := b.Commit(pdb.Sync); err != nil {
+		return fmt.Errorf("pebble: commit: %w", err)
+	}
+	for _, c := range cs {
+		if c.Card != nil {
+			c.Card.Version++
+		}
+		if c.Device != nil {
+			c.Device.Version++
+		}
+	}
+	return nil
+}
+
+// commitRows checks the commits and returns the row keys they lock: every
+// card, device and outbox id, each named by at most one commit.
+func commitRows(cs []*verifier.Commit) ([][]byte, error) {
+	rows := make([][]byte, 0, 2*len(cs))
+	seen := make(map[string]bool, 2*len(cs))
+	add := func(k []byte) error {
+		if seen[string(k)] {
+			return fmt.Errorf("pebble: commit: %q appears in two commits of one call", k)
+		}
+		seen[string(k)] = true
+		rows = append(rows, k)
+		return nil
+	}
+	for _, c := range cs {
+		if c == nil {
+			return nil, errors.New("pebble: commit: nil commit")
+		}
+		if err := checkCommit(c); err != nil {
+			return nil, err
+		}
+		var err error
+		if c.Card != nil {
+			err = errors.Join(err, add(cardKey(c.Card.ICCID)))
+		}
+		if c.Device != nil {
+			err = errors.Join(err, add(deviceKey(c.Device.ID)))
+		}
+		for i := range c.Outbox {
+			err = errors.Join(err, add(outboxIDKey(c.Outbox[i].ID)))
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return rows, nil
+}
+
+// checkCard reads the stored card and checks the commit's version
+// against it; it returns the write that replaces it. The card's row
+// stripe must be held.
+func (s *Store) checkCard(c *verifier.Card) (cardWrite, error) {
+	old, err := readCard(s.db, c.ICCID)
+	switch {
+	case errors.Is(err, verifier.ErrNotFound):
+		if c.Version != 0 {
+			return cardWrite{}, fmt.Errorf("card %s: version %d read, now gone: %w", c.ICCID, c.Version, verifier.ErrConflict)
+		}
+		old = nil
+	case err != nil:
+		return cardWrite{}, err
+	case c.Version == 0:
+		return cardWrite{}, fmt.Errorf("card %s: created, but it exists: %w", c.ICCID, verifier.ErrConflict)
+	case old.Version != c.Version:
+		return cardWrite{}, fmt.Errorf("card %s: version %d read, now %d: %w", c.ICCID, c.Version, old.Version, verifier.ErrConflict)
+	}
+	next := *c
+	next.Version++
+	return cardWrite{old: old, next: &next}, nil
+}
+
+// putDevice checks a device's version against the stored one and adds
+// its write to b. The device's row stripe must be held.
+func (s *Store) putDevice(b *pdb.Batch, d *verifier.Device) error {
+	old, err := readDevice(s.db, d.ID)
+	switch {
+	case errors.Is(err, verifier.ErrNotFound):
+		if d.Version != 0 {
+			return fmt.Errorf("device %s: version %d read, now gone: %w", d.ID, d.Version, verifier.ErrConflict)
+		}
+	case err != nil:
+		return err
+	case d.Version == 0:
+		return fmt.Errorf("device %s: created, but it exists: %w", d.ID, verifier.ErrConflict)
+	case old.Version != d.Version:
+		return fmt.Errorf("device %s: version %d read, now %d: %w", d.ID, d.Version, old.Version, verifier.ErrConflict)
+	}
+	next := *d
+	next.Version++
+	v, err := encodeJSON(&next)
+	if err != nil {
+		return fmt.Errorf("pebble: device %s: %w", d.ID, err)
+	}
+	if err := b.Set(deviceKey(d.ID), v, nil); err != nil {
+		return fmt.Errorf("pebble: device %s: %w", d.ID, err)
+	}
+	return nil
+}
+
+// putHistoryOutbox adds a commit's history entry and outbox entries to b.
+func putHistoryOutbox(b *pdb.Batch, c *verifier.Commit) error {
 	if h := c.History; h != nil {
 		v, err := encodeJSON(h)
 		if err != nil {
@@ -174,18 +267,6 @@ func (s *Store) Commit(ctx context.Context, c *verifier.Commit) error {
 		if err := putOutbox(b, &c.Outbox[i]); err != nil {
 			return err
 		}
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := b.Commit(pdb.Sync); err != nil {
-		return fmt.Errorf("pebble: commit: %w", err)
-	}
-	if c.Card != nil {
-		c.Card.Version++
-	}
-	if c.Device != nil {
-		c.Device.Version++
 	}
 	return nil
 }

@@ -31,6 +31,8 @@ func Run(t *testing.T, open func(t *testing.T) verifier.Store) {
 		{"CommitAndVersions", testCommitAndVersions},
 		{"AtomicOnConflict", testAtomicOnConflict},
 		{"AtomicCreate", testAtomicCreate},
+		{"CommitAll", testCommitAll},
+		{"CommitAllConflict", testCommitAllConflict},
 		{"CanceledContext", testCanceledContext},
 		{"Indexes", testIndexes},
 		{"IndexMoves", testIndexMoves},
@@ -762,5 +764,92 @@ func testConcurrentIndexValue(t *testing.T, s verifier.Store) {
 		if err != nil || got.ICCID == holder.ICCID || got.IPv4 != addr {
 			t.Fatalf("round %d: %s released the address, the others took it; FindCard = %+v, %v", r, holder.ICCID, got, err)
 		}
+	}
+}
+
+// CommitAll writes many commits at once, each with Commit's effects.
+func testCommitAll(t *testing.T, s verifier.Store) {
+	if err := s.CommitAll(ctx, nil); err != nil {
+		t.Fatalf("no commits: %v", err)
+	}
+	a := newCard(iccidA, "460031234567890")
+	mustCommit(t, s, &verifier.Commit{Card: a})
+	a.Status.State, a.Status.Seq = protocol.CardBlocked, 1
+	b := newCard(iccidB, "460031234567891")
+	b.Binding = &verifier.Binding{IMEIs: []protocol.IMEI{"356938035643809"}, Mode: verifier.ModeBlock, AutoResume: true}
+	b.Status.State, b.Status.Seq = protocol.CardActive, 1
+	d := &verifier.Device{ID: "gw-1", Tenant: "acme"}
+	cs := []*verifier.Commit{
+		{Card: a, History: &verifier.HistoryEntry{ICCID: iccidA, Seq: 1, Time: t0, Decision: protocol.DecisionMismatch},
+			Outbox: []verifier.OutboxEntry{{ID: "a-1", Kind: verifier.OutboxEnforce, Created: t0, Payload: []byte("{}")}}},
+		{Card: b, History: &verifier.HistoryEntry{ICCID: iccidB, Seq: 1, Time: t0, Decision: protocol.DecisionAdmin}, Device: d},
+	}
+	if err := s.CommitAll(ctx, cs); err != nil {
+		t.Fatalf("CommitAll: %v", err)
+	}
+	if a.Version != 2 || b.Version != 1 || d.Version != 1 {
+		t.Errorf("callers' versions after CommitAll: card A %d, card B %d, device %d; want 2, 1, 1", a.Version, b.Version, d.Version)
+	}
+	ga, errA := s.Card(ctx, iccidA)
+	gb, errB := s.Card(ctx, iccidB)
+	if errA != nil || errB != nil || ga.Version != 2 || ga.Status.State != protocol.CardBlocked || gb.Version != 1 || gb.Binding == nil {
+		t.Fatalf("cards after CommitAll: %+v %v, %+v %v", ga, errA, gb, errB)
+	}
+	if c, err := s.FindCard(ctx, verifier.ByIMSI, "460031234567891"); err != nil || c.ICCID != iccidB {
+		t.Errorf("index of a card created by CommitAll: %+v, %v", c, err)
+	}
+	ha, _ := s.History(ctx, iccidA, 0, 10)
+	hb, _ := s.History(ctx, iccidB, 0, 10)
+	o, _ := s.PendingOutbox(ctx, verifier.OutboxEnforce, t0.Add(time.Hour), 10)
+	gd, errD := s.Device(ctx, "gw-1")
+	if len(ha) != 1 || len(hb) != 1 || len(o) != 1 || o[0].ID != "a-1" || errD != nil || gd.Version != 1 {
+		t.Errorf("after CommitAll: history %d and %d, outbox %+v, device %+v %v", len(ha), len(hb), o, gd, errD)
+	}
+}
+
+// A CommitAll with one stale card writes none of its commits, and one
+// that names a card twice is refused without being a conflict.
+func testCommitAllConflict(t *testing.T, s verifier.Store) {
+	a := newCard(iccidA, "460031234567890")
+	mustCommit(t, s, &verifier.Commit{Card: a})
+	stale := *a
+	a.Status.State = protocol.CardActive
+	mustCommit(t, s, &verifier.Commit{Card: a}) // now version 2
+	b := newCard(iccidB, "460031234567891")
+	stale.Status.State = protocol.CardBlocked
+	stale.IMSI = "460031234567899"
+	err := s.CommitAll(ctx, []*verifier.Commit{
+		{Card: b, History: &verifier.HistoryEntry{ICCID: iccidB, Seq: 1, Time: t0},
+			Outbox: []verifier.OutboxEntry{{ID: "b-1", Kind: verifier.OutboxEnforce, Created: t0, Payload: []byte("{}")}}},
+		{Card: &stale, History: &verifier.HistoryEntry{ICCID: iccidA, Seq: 1, Time: t0}},
+	})
+	if !errors.Is(err, verifier.ErrConflict) {
+		t.Fatalf("CommitAll with a stale card: %v, want ErrConflict", err)
+	}
+	if b.Version != 0 || stale.Version != 1 {
+		t.Errorf("callers' versions after a failed CommitAll: %d and %d, want 0 and 1", b.Version, stale.Version)
+	}
+	if _, err := s.Card(ctx, iccidB); !errors.Is(err, verifier.ErrNotFound) {
+		t.Errorf("a failed CommitAll created card B: %v", err)
+	}
+	if _, err := s.FindCard(ctx, verifier.ByIMSI, "460031234567891"); !errors.Is(err, verifier.ErrNotFound) {
+		t.Errorf("a failed CommitAll indexed card B: %v", err)
+	}
+	got, _ := s.Card(ctx, iccidA)
+	ha, _ := s.History(ctx, iccidA, 0, 10)
+	hb, _ := s.History(ctx, iccidB, 0, 10)
+	o, _ := s.PendingOutbox(ctx, verifier.OutboxEnforce, t0.Add(time.Hour), 10)
+	if got.Version != 2 || got.Status.State != protocol.CardActive || got.IMSI != "460031234567890" || len(ha)+len(hb)+len(o) != 0 {
+		t.Errorf("a failed CommitAll left: card A %+v, history %d and %d, outbox %d", got, len(ha), len(hb), len(o))
+	}
+
+	// The same card twice in one call.
+	c1, c2 := *got, *got
+	err = s.CommitAll(ctx, []*verifier.Commit{{Card: &c1}, {Card: &c2}})
+	if err == nil || errors.Is(err, verifier.ErrConflict) {
+		t.Errorf("CommitAll naming a card twice: %v, want an error other than ErrConflict", err)
+	}
+	if g, _ := s.Card(ctx, iccidA); g.Version != 2 {
+		t.Errorf("CommitAll naming a card twice wrote it: version %d", g.Version)
 	}
 }
