@@ -16,6 +16,10 @@ import (
 type Store interface {
 	// Card returns the card with this ICCID.
 	Card(ctx context.Context, iccid protocol.ICCID) (*Card, error)
+	// Cards returns the cards with these ICCIDs, in the same order, with
+	// nil for one that does not exist (not an error): the bulk read of an
+	// import batch, one round trip.
+	Cards(ctx context.Context, iccids []protocol.ICCID) ([]*Card, error)
 	// FindCard returns the card an index points at: an IMSI, an E.164
 	// MSISDN, an IPv4 address, an IPv6 prefix in CIDR form, or a NAI.
 	FindCard(ctx context.Context, by IndexKind, value string) (*Card, error)

@@ -65,6 +65,20 @@ func (s *memStore) Card(_ context.Context, iccid protocol.ICCID) (*verifier.Card
 	return s.get(iccid)
 }
 
+func (s *memStore) Cards(_ context.Context, iccids []protocol.ICCID) ([]*verifier.Card, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*verifier.Card, len(iccids))
+	for i, iccid := range iccids {
+		c, err := s.get(iccid)
+		if err != nil && !errors.Is(err, verifier.ErrNotFound) {
+			return nil, err
+		}
+		out[i] = c
+	}
+	return out, nil
+}
+
 func (s *memStore) FindCard(_ context.Context, by verifier.IndexKind, value string) (*verifier.Card, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

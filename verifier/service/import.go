@@ -153,17 +153,23 @@ type batchPlan struct {
 // makes it (planChange). Cards must not repeat within the batch.
 func (s *Service) planBatch(ctx context.Context, batch []inventory.Item) (*batchPlan, error) {
 	p := &batchPlan{commits: make([]*verifier.Commit, 0, len(batch))}
+	iccids := make([]protocol.ICCID, len(batch))
+	for i, it := range batch {
+		iccids[i] = it.Card.ICCID
+	}
+	cards, err := s.store.Cards(ctx, iccids)
+	if err != nil {
+		return nil, err
+	}
 	now := s.now().UTC()
-	for _, it := range batch {
-		c, err := s.store.Card(ctx, it.Card.ICCID)
+	for i, it := range batch {
+		c := cards[i]
 		changed := true
 		switch {
-		case errors.Is(err, verifier.ErrNotFound):
+		case c == nil:
 			// Created unbound, as UpsertInventory creates it.
 			c = &verifier.Card{ICCID: it.Card.ICCID, Status: verifier.CardStatus{State: protocol.CardUnbound}}
 			p.sum.Created++
-		case err != nil:
-			return nil, err
 		case inventoryDiffers(c, &it.Card):
 			p.sum.Changed++
 		default:

@@ -116,16 +116,9 @@ func (s *Store) commitAll(ctx context.Context, cs []*verifier.Commit) error {
 	b := s.db.NewIndexedBatch()
 	defer b.Close()
 
-	ws := make([]cardWrite, 0, len(cs))
-	for _, c := range cs {
-		if c.Card == nil {
-			continue
-		}
-		w, err := s.checkCard(c.Card)
-		if err != nil {
-			return err
-		}
-		ws = append(ws, w)
+	ws, err := s.checkCards(ctx, cs)
+	if err != nil {
+		return err
 	}
 	for _, c := range cs {
 		if c.Device != nil {
@@ -201,19 +194,56 @@ func commitRows(cs []*verifier.Commit) ([][]byte, error) {
 	return rows, nil
 }
 
-// checkCard reads the stored card and checks the commit's version
-// against it; it returns the write that replaces it. The card's row
-// stripe must be held.
-func (s *Store) checkCard(c *verifier.Card) (cardWrite, error) {
-	old, err := readCard(s.db, c.ICCID)
+// checkCards reads the stored cards of the commits (one Get for one
+// card, one iterator for more) and checks each commit's version against
+// them; it returns the writes that replace them. The cards' row stripes
+// must be held.
+func (s *Store) checkCards(ctx context.Context, cs []*verifier.Commit) ([]cardWrite, error) {
+	cards := make([]*verifier.Card, 0, len(cs))
+	for _, c := range cs {
+		if c.Card != nil {
+			cards = append(cards, c.Card)
+		}
+	}
+	var olds []*verifier.Card
+	switch len(cards) {
+	case 0:
+		return nil, nil
+	case 1:
+		old, err := readCard(s.db, cards[0].ICCID)
+		if err != nil && !errors.Is(err, verifier.ErrNotFound) {
+			return nil, err
+		}
+		olds = []*verifier.Card{old}
+	default:
+		iccids := make([]protocol.ICCID, len(cards))
+		for i, c := range cards {
+			iccids[i] = c.ICCID
+		}
+		var err error
+		if olds, err = readCards(ctx, s.db, iccids); err != nil {
+			return nil, err
+		}
+	}
+	ws := make([]cardWrite, len(cards))
+	for i, c := range cards {
+		w, err := checkCard(c, olds[i])
+		if err != nil {
+			return nil, err
+		}
+		ws[i] = w
+	}
+	return ws, nil
+}
+
+// checkCard checks a commit's card against the stored one (nil: none)
+// and returns the write that replaces it.
+func checkCard(c, old *verifier.Card) (cardWrite, error) {
 	switch {
-	case errors.Is(err, verifier.ErrNotFound):
+	case old == nil:
 		if c.Version != 0 {
 			return cardWrite{}, fmt.Errorf("card %s: version %d read, now gone: %w", c.ICCID, c.Version, verifier.ErrConflict)
 		}
-		old = nil
-	case err != nil:
-		return cardWrite{}, err
 	case c.Version == 0:
 		return cardWrite{}, fmt.Errorf("card %s: created, but it exists: %w", c.ICCID, verifier.ErrConflict)
 	case old.Version != c.Version:

@@ -798,6 +798,16 @@ func testCommitAll(t *testing.T, s verifier.Store) {
 	if c, err := s.FindCard(ctx, verifier.ByIMSI, "460031234567891"); err != nil || c.ICCID != iccidB {
 		t.Errorf("index of a card created by CommitAll: %+v, %v", c, err)
 	}
+	// Cards reads many in the order asked, nil for one that does not exist.
+	const absent protocol.ICCID = "89860318640220133905"
+	many, err := s.Cards(ctx, []protocol.ICCID{iccidB, absent, iccidA, iccidB})
+	if err != nil || len(many) != 4 || many[0] == nil || many[0].ICCID != iccidB || many[1] != nil ||
+		many[2] == nil || many[2].Version != 2 || many[3] == nil || many[3].ICCID != iccidB {
+		t.Errorf("Cards: %+v, %v", many, err)
+	}
+	if none, err := s.Cards(ctx, nil); err != nil || len(none) != 0 {
+		t.Errorf("Cards(nil): %+v, %v", none, err)
+	}
 	ha, _ := s.History(ctx, iccidA, 0, 10)
 	hb, _ := s.History(ctx, iccidB, 0, 10)
 	o, _ := s.PendingOutbox(ctx, verifier.OutboxEnforce, t0.Add(time.Hour), 10)
