@@ -15,7 +15,9 @@
 #      under background load (section "verifier", plots in docs/bench/);
 #   2. the package benchmarks (go test -bench) of verifier/broker,
 #      verifier/radius, verifier/camara, verifier/webhook and verifier/app,
-#      storebench on a small store, and scripts/bench-agent.sh when present
+#      storebench on a small store, importbench (admin import of 100k cards
+#      with bindings, 1M with --full, vs parsing and raw Pebble), and
+#      scripts/bench-agent.sh when present
 #      (section "suite": their raw output, each under its command).
 # A benchmark that fails is reported in the section and the script exits 1
 # at the end; the others still run. Needs Go; uses loopback ports only and
@@ -115,9 +117,9 @@ if [ -z "$only" ] || [ "$only" = suite ]; then
 	}
 
 	if [ "$mode" = full ]; then
-		bt=50000x rt=3s rc=5 cards=1000000 dur=10s agent=(--seconds 60 --warmup 15)
+		bt=50000x rt=3s rc=5 cards=1000000 dur=10s agent=(--seconds 60 --warmup 15) icards=1000000
 	else
-		bt=20000x rt=1s rc=3 cards=100000 dur=3s agent=(--seconds 20 --warmup 5)
+		bt=20000x rt=1s rc=3 cards=100000 dur=3s agent=(--seconds 20 --warmup 5) icards=100000
 	fi
 	run "Broker ingest, MQTT QoS 1: verifier/broker vs a bare nats-server" bench \
 		go test -run '^$' -bench IngestQoS1 -benchtime "$bt" ./verifier/broker/
@@ -134,6 +136,10 @@ if [ -z "$only" ] || [ "$only" = suite ]; then
 	run "Store (Pebble): load, reopen, verifications vs raw Get" text \
 		"$WORK/storebench" -cards "$cards" -duration "$dur" -dir "$WORK/store"
 	rm -rf "$WORK/store"
+	go build -o "$WORK/importbench" ./verifier/cmd/importbench
+	run "Bulk import: admin import of cards with bindings into a running verifier vs parsing and raw Pebble" text \
+		"$WORK/importbench" -cards "$icards" -verifier-bin "$WORK/cardbind-verifier" -dir "$WORK/import"
+	rm -rf "$WORK/import"
 	if [ -x scripts/bench-agent.sh ]; then
 		run "cardbind-agent: binary size and RSS vs a hello-world" text \
 			scripts/bench-agent.sh "${agent[@]}"
