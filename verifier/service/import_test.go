@@ -247,3 +247,57 @@ func TestImportDryRun(t *testing.T) {
 		t.Errorf("dry run created card B: %v", err)
 	}
 }
+
+// A card in two batches: the later line's binding stays, with one
+// history entry per binding, and the progress after each batch counts
+// what was written so far.
+func TestImportCardInTwoBatches(t *testing.T) {
+	f := newFixture(t)
+	st := &countingStore{Store: f.store}
+	svc := f.withStore(t, st)
+	iccid := func(i int) string { return protocol.WithCheckDigit(fmt.Sprintf("8986031%012d", i)) }
+	imei := func(i int) string { return protocol.WithCheckDigit(fmt.Sprintf("35693803%06d", i)) }
+	var file strings.Builder
+	file.WriteString("iccid,tenant,imei\n")
+	const n = 1500
+	for i := range n {
+		if i == 1200 {
+			fmt.Fprintf(&file, "%s,acme,%s\n", iccid(0), imei(999999))
+			continue
+		}
+		fmt.Fprintf(&file, "%s,acme,%s\n", iccid(i), imei(i))
+	}
+	var progress []service.ImportSummary
+	sum, err := svc.Import(context.Background(), strings.NewReader(file.String()), inventory.CSV, "", false, func(e service.ImportEvent) {
+		if e.Progress != nil {
+			progress = append(progress, *e.Progress)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (service.ImportSummary{Lines: n, Created: n - 1, Unchanged: 1, Bound: n}); sum != want {
+		t.Errorf("summary %+v, want %+v", sum, want)
+	}
+	if len(progress) != 2 || progress[0] != (service.ImportSummary{Lines: 1000, Created: 1000, Bound: 1000}) || progress[1] != sum {
+		t.Errorf("progress %+v", progress)
+	}
+	s := snap(t, f.store, protocol.ICCID(iccid(0)))
+	if s.Card.Binding == nil || string(s.Card.Binding.IMEIs[0]) != imei(999999) || len(s.History) != 2 {
+		t.Errorf("card in both batches: %+v", s)
+	}
+	if st.commitAll.Load() != 2 {
+		t.Errorf("CommitAll calls: %d, want 2", st.commitAll.Load())
+	}
+}
+
+// countingStore counts CommitAll calls.
+type countingStore struct {
+	verifier.Store
+	commitAll atomic.Int32
+}
+
+func (s *countingStore) CommitAll(ctx context.Context, cs []*verifier.Commit) error {
+	s.commitAll.Add(1)
+	return s.Store.CommitAll(ctx, cs)
+}
