@@ -110,6 +110,12 @@ func (s *Store) commitAll(ctx context.Context, cs []*verifier.Commit) error {
 	if err != nil {
 		return err
 	}
+	// Encode the history entries before locking: the locks of a large
+	// call block verifications of its cards while they are held.
+	history, err := encodeHistory(cs)
+	if err != nil {
+		return err
+	}
 	unlock := s.lock(&s.rows, rows)
 	defer unlock()
 
@@ -135,8 +141,8 @@ func (s *Store) commitAll(ctx context.Context, cs []*verifier.Commit) error {
 			return fmt.Errorf("pebble: card %s: %w", w.next.ICCID, err)
 		}
 	}
-	for _, c := range cs {
-		if err := putHistoryOutbox(b, c); err != nil {
+	for i, c := range cs {
+		if err := putHistoryOutbox(b, c, history[i]); err != nil {
 			return err
 		}
 	}
@@ -282,14 +288,27 @@ func (s *Store) putDevice(b *pdb.Batch, d *verifier.Device) error {
 	return nil
 }
 
-// putHistoryOutbox adds a commit's history entry and outbox entries to b.
-func putHistoryOutbox(b *pdb.Batch, c *verifier.Commit) error {
-	if h := c.History; h != nil {
-		v, err := encodeJSON(h)
-		if err != nil {
-			return fmt.Errorf("pebble: history of %s: %w", h.ICCID, err)
+// encodeHistory returns the encoded history entry of each commit (nil
+// for none).
+func encodeHistory(cs []*verifier.Commit) ([][]byte, error) {
+	out := make([][]byte, len(cs))
+	for i, c := range cs {
+		if h := c.History; h != nil {
+			v, err := encodeJSON(h)
+			if err != nil {
+				return nil, fmt.Errorf("pebble: history of %s: %w", h.ICCID, err)
+			}
+			out[i] = v
 		}
-		if err := b.Set(historyKey(h.ICCID, h.Seq), v, nil); err != nil {
+	}
+	return out, nil
+}
+
+// putHistoryOutbox adds a commit's history entry, encoded as history,
+// and its outbox entries to b.
+func putHistoryOutbox(b *pdb.Batch, c *verifier.Commit, history []byte) error {
+	if h := c.History; h != nil {
+		if err := b.Set(historyKey(h.ICCID, h.Seq), history, nil); err != nil {
 			return fmt.Errorf("pebble: history of %s: %w", h.ICCID, err)
 		}
 	}
