@@ -425,9 +425,9 @@ func readDevice(g getter, id string) (*verifier.Device, error) {
 		return nil, fmt.Errorf("pebble: get device %s: %w", id, err)
 	}
 	defer closer.Close()
-	var d verifier.Device
-	if err := decodeJSON(v, &d); err != nil {
-		return nil, fmt.Errorf("pebble: device %s: %w", id, err)
+	d, err := decodeDevice(id, v)
+	if err != nil {
+		return nil, fmt.Errorf("pebble: %w", err)
 	}
-	return &d, nil
+	return d, nil
 }

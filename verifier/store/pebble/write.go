@@ -145,11 +145,7 @@ func (s *Store) Commit(ctx context.Context, c *verifier.Commit) error {
 		}
 		next := *d
 		next.Version++
-		v, err := encodeJSON(&next)
-		if err != nil {
-			return fmt.Errorf("pebble: device %s: %w", d.ID, err)
-		}
-		if err := b.Set(deviceKey(d.ID), v, nil); err != nil {
+		if err := b.Set(deviceKey(d.ID), encodeDevice(&next), nil); err != nil {
 			return fmt.Errorf("pebble: device %s: %w", d.ID, err)
 		}
 	}
