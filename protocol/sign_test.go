@@ -146,3 +146,11 @@ func BenchmarkVerifyReport(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkCanonicalReport(b *testing.B) {
+	r := sampleReport()
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = CanonicalReport(r)
+	}
+}
