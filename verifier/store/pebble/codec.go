@@ -14,7 +14,8 @@ import (
 
 // Value formats: the first byte of every stored value.
 const (
-	// formatJSON is encoding/json of the record (devices, history).
+	// formatJSON is encoding/json of the record (history; devices stored
+	// before formatDevice).
 	formatJSON = 1
 	// formatCard is the compact binary card encoding below.
 	formatCard = 2
