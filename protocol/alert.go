@@ -35,7 +35,7 @@ func EncodeAlert(a *Alert) ([]byte, error) { return json.Marshal(a) }
 // DecodeAlert parses and validates an alert.
 func DecodeAlert(data []byte) (*Alert, error) {
 	var a Alert
-	if err := decodeStrict(alertMsg, data, &a); err != nil {
+	if err := decodeStrict(alertMsg, data, &a, &a.Version); err != nil {
 		return nil, err
 	}
 	if err := a.Validate(); err != nil {

@@ -28,7 +28,7 @@ func EncodeCommand(c *Command) ([]byte, error) { return json.Marshal(c) }
 // signature; see VerifyCommand.
 func DecodeCommand(data []byte) (*Command, error) {
 	var c Command
-	if err := decodeStrict(commandMsg, data, &c); err != nil {
+	if err := decodeStrict(commandMsg, data, &c, &c.Version); err != nil {
 		return nil, err
 	}
 	if err := c.Validate(); err != nil {

@@ -43,18 +43,27 @@ func fieldErr(msg, field, format string, args ...any) error {
 
 // decodeStrict decodes one JSON object into v, refusing oversized input,
 // unknown fields, wrong types and trailing data, and names the field at
-// fault.
-func decodeStrict(msg string, data []byte, v any) error {
+// fault. version points at v's "v" field: a message whose version is not
+// Version gets a version error rather than any other (an unknown field of
+// a later version, say). The version is looked at on its own only when
+// the strict decode fails or finds another version, so a well-formed
+// message is parsed once.
+func decodeStrict(msg string, data []byte, v any, version *int) error {
 	if len(data) > MaxMessageSize {
 		return fieldErr(msg, "", "%d bytes is over the %d-byte limit", len(data), MaxMessageSize)
-	}
-	if err := checkVersion(msg, data); err != nil {
-		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		if verr := checkVersion(msg, data); verr != nil {
+			return verr
+		}
 		return jsonErr(msg, err)
+	}
+	if *version != Version {
+		if err := checkVersion(msg, data); err != nil {
+			return err
+		}
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return fieldErr(msg, "", "trailing data after the JSON object")

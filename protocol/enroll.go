@@ -52,7 +52,7 @@ type EnrollResponse struct {
 // DecodeEnrollRequest parses and validates an enrolment request.
 func DecodeEnrollRequest(data []byte) (*EnrollRequest, error) {
 	var r EnrollRequest
-	if err := decodeStrict(enrollReqMsg, data, &r); err != nil {
+	if err := decodeStrict(enrollReqMsg, data, &r, &r.Version); err != nil {
 		return nil, err
 	}
 	const m = enrollReqMsg
@@ -82,7 +82,7 @@ func DecodeEnrollRequest(data []byte) (*EnrollRequest, error) {
 // DecodeEnrollResponse parses and validates an enrolment response.
 func DecodeEnrollResponse(data []byte) (*EnrollResponse, error) {
 	var r EnrollResponse
-	if err := decodeStrict(enrollRespMsg, data, &r); err != nil {
+	if err := decodeStrict(enrollRespMsg, data, &r, &r.Version); err != nil {
 		return nil, err
 	}
 	const m = enrollRespMsg

@@ -87,8 +87,11 @@ func EncodeReport(r *Report) ([]byte, error) {
 // signature; see VerifyReport.
 func DecodeReport(data []byte) (*Report, error) {
 	var r Report
-	if err := decodeStrict(reportMsg, data, &r); err != nil {
-		return nil, err
+	if len(data) > MaxMessageSize || !decodeReportFast(data, &r) {
+		r = Report{}
+		if err := decodeStrict(reportMsg, data, &r, &r.Version); err != nil {
+			return nil, err
+		}
 	}
 	if err := r.Validate(); err != nil {
 		return nil, err

@@ -10,7 +10,6 @@ package ingest
 
 import (
 	"context"
-	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +20,7 @@ import (
 	"github.com/cardbind/cardbind/protocol"
 	"github.com/cardbind/cardbind/verifier"
 	"github.com/cardbind/cardbind/verifier/engine"
+	"github.com/cardbind/cardbind/verifier/sigcheck"
 )
 
 // Store is what ingest needs of the verifier's store.
@@ -56,6 +56,7 @@ type Ingest struct {
 	stats Stats
 	hooks Hooks
 	geo   Locator
+	sigs  *sigcheck.Verifier // device keys, expanded once
 }
 
 // Hooks are told what ingest did. Set them with SetHooks before the first
@@ -79,7 +80,7 @@ func (in *Ingest) SetLocator(l Locator) { in.geo = l }
 // New returns an Ingest over store. now is the clock (time.Now in
 // production).
 func New(store Store, log *slog.Logger, now func() time.Time) *Ingest {
-	return &Ingest{store: store, log: log, now: now}
+	return &Ingest{store: store, log: log, now: now, sigs: sigcheck.New(0)}
 }
 
 // Stats returns the live counters.
@@ -129,7 +130,7 @@ func (in *Ingest) applyReport(ctx context.Context, r *protocol.Report) error {
 	if err != nil {
 		return fmt.Errorf("ingest: read device %s: %w", r.DeviceID, err)
 	}
-	if err := protocol.VerifyReport(ed25519.PublicKey(dev.PublicKey), r); err != nil {
+	if err := in.sigs.VerifyReport(dev.PublicKey, r); err != nil {
 		in.stats.Forged.Add(1)
 		return fmt.Errorf("%w: %w", verifier.ErrRefused, err)
 	}

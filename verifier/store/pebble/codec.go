@@ -14,7 +14,8 @@ import (
 
 // Value formats: the first byte of every stored value.
 const (
-	// formatJSON is encoding/json of the record (devices, history).
+	// formatJSON is encoding/json of the record (history; devices stored
+	// before formatDevice).
 	formatJSON = 1
 	// formatCard is the compact binary card encoding below.
 	formatCard = 2
@@ -22,6 +23,9 @@ const (
 	// 0 for none) followed by the JSON entry, so PendingOutbox skips
 	// entries that are not due without decoding them.
 	formatOutbox = 3
+	// formatDevice is the compact binary device encoding below. Devices
+	// stored by earlier versions as formatJSON are still read.
+	formatDevice = 4
 )
 
 // The card encoding is a presence mask (uvarint) followed by the present
@@ -393,6 +397,122 @@ func (r *reader) binding() *verifier.Binding {
 		bd.CreatedBy = r.string()
 	}
 	return bd
+}
+
+// The device encoding, like the card's: a presence mask (uvarint), then
+// the present fields in bit order. The id is not stored: it is the key.
+// It is read and written on every report, hence not JSON.
+const (
+	dTenant = 1 << iota
+	dPublicKey
+	dSecretHash
+	dIMEI
+	dLastSeq
+	dLastICCID
+	dLastIMEI
+	dEnrolled
+	dVersion
+	dKnown = dVersion<<1 - 1
+)
+
+// encodeDevice returns the stored form of d.
+func encodeDevice(d *verifier.Device) []byte {
+	var mask uint64
+	set := func(bit uint64, on bool) {
+		if on {
+			mask |= bit
+		}
+	}
+	set(dTenant, d.Tenant != "")
+	set(dPublicKey, d.PublicKey != nil)
+	set(dSecretHash, d.SecretHash != nil)
+	set(dIMEI, d.IMEI != "")
+	set(dLastSeq, d.LastSeq != 0)
+	set(dLastICCID, d.LastICCID != "")
+	set(dLastIMEI, d.LastIMEI != "")
+	set(dEnrolled, !d.Enrolled.IsZero())
+	set(dVersion, d.Version != 0)
+
+	b := make([]byte, 0, 160)
+	b = append(b, formatDevice)
+	b = binary.AppendUvarint(b, mask)
+	str := func(bit uint64, s string) {
+		if mask&bit != 0 {
+			b = appendString(b, s)
+		}
+	}
+	str(dTenant, d.Tenant)
+	str(dPublicKey, string(d.PublicKey))
+	str(dSecretHash, string(d.SecretHash))
+	str(dIMEI, string(d.IMEI))
+	if mask&dLastSeq != 0 {
+		b = binary.AppendUvarint(b, d.LastSeq)
+	}
+	str(dLastICCID, string(d.LastICCID))
+	str(dLastIMEI, string(d.LastIMEI))
+	if mask&dEnrolled != 0 {
+		b = appendTime(b, d.Enrolled)
+	}
+	if mask&dVersion != 0 {
+		b = binary.AppendUvarint(b, d.Version)
+	}
+	return b
+}
+
+// decodeDevice decodes a stored device, in the binary encoding or as
+// JSON (devices stored before the binary encoding); id is its key.
+func decodeDevice(id string, v []byte) (*verifier.Device, error) {
+	if len(v) > 0 && v[0] == formatJSON {
+		var d verifier.Device
+		if err := decodeJSON(v, &d); err != nil {
+			return nil, fmt.Errorf("device %s: %w", id, err)
+		}
+		return &d, nil
+	}
+	if len(v) == 0 || v[0] != formatDevice {
+		return nil, fmt.Errorf("device %s: unknown value format: %w", id, errCorrupt)
+	}
+	r := &reader{b: v[1:]}
+	mask := r.uvarint()
+	if mask&^dKnown != 0 {
+		return nil, fmt.Errorf("device %s: unknown fields %#x (written by a newer cardbind?): %w", id, mask&^dKnown, errCorrupt)
+	}
+	d := &verifier.Device{ID: id}
+	has := func(bit uint64) bool { return mask&bit != 0 }
+	if has(dTenant) {
+		d.Tenant = r.string()
+	}
+	if has(dPublicKey) {
+		d.PublicKey = []byte(r.string())
+	}
+	if has(dSecretHash) {
+		d.SecretHash = []byte(r.string())
+	}
+	if has(dIMEI) {
+		d.IMEI = protocol.IMEI(r.string())
+	}
+	if has(dLastSeq) {
+		d.LastSeq = r.uvarint()
+	}
+	if has(dLastICCID) {
+		d.LastICCID = protocol.ICCID(r.string())
+	}
+	if has(dLastIMEI) {
+		d.LastIMEI = protocol.IMEI(r.string())
+	}
+	if has(dEnrolled) {
+		d.Enrolled = r.time()
+	}
+	if has(dVersion) {
+		d.Version = r.uvarint()
+	}
+	if r.err == nil && len(r.b) != 0 {
+		r.err = errCorrupt
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("device %s: %w", id, r.err)
+	}
+	return d, nil
 }
 
 // encodeJSON returns the stored form of a JSON-encoded record.

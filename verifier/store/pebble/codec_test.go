@@ -56,6 +56,64 @@ func TestCardCodecRoundTrip(t *testing.T) {
 	}
 }
 
+func TestDeviceCodecRoundTrip(t *testing.T) {
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC)
+	for i, d := range []*verifier.Device{
+		{ID: "gw-1"},
+		{ID: "gw-1", PublicKey: []byte{}, SecretHash: []byte{}},
+		{ID: "gw-2", Tenant: "acme", PublicKey: bytes.Repeat([]byte{7}, 32), SecretHash: bytes.Repeat([]byte{9}, 32),
+			IMEI: "356938035643809", LastSeq: 1<<64 - 1, LastICCID: "89860318640220133897", LastIMEI: "490154203237518",
+			Enrolled: t0, Version: 3},
+	} {
+		v := encodeDevice(d)
+		got, err := decodeDevice(d.ID, v)
+		if err != nil || !reflect.DeepEqual(got, d) {
+			t.Errorf("device %d: decode(encode) =\n%+v, %v\nwant\n%+v", i, got, err, d)
+		}
+		for n := 0; n < len(v); n++ {
+			if _, err := decodeDevice(d.ID, v[:n]); !errors.Is(err, errCorrupt) {
+				t.Errorf("device %d truncated to %d bytes: %v", i, n, err)
+			}
+		}
+		if _, err := decodeDevice(d.ID, append(v, 0)); !errors.Is(err, errCorrupt) {
+			t.Errorf("device %d with a trailing byte: %v", i, err)
+		}
+		// A device stored as JSON by an earlier version reads the same.
+		old, err := encodeJSON(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := decodeDevice(d.ID, old); err != nil || !reflect.DeepEqual(got, d) {
+			t.Errorf("device %d stored as JSON: %+v, %v", i, got, err)
+		}
+	}
+	if _, err := decodeDevice("gw-1", []byte{formatDevice, 0x80, 0x80, 0x80, 0x80, 0x01}); !errors.Is(err, errCorrupt) {
+		t.Errorf("unknown field bit: %v", err)
+	}
+}
+
+func BenchmarkDeviceCodec(b *testing.B) {
+	d := &verifier.Device{ID: "gw-2", Tenant: "acme", PublicKey: bytes.Repeat([]byte{7}, 32), SecretHash: bytes.Repeat([]byte{9}, 32),
+		IMEI: "356938035643809", LastSeq: 12345, LastICCID: "89860318640220133897", LastIMEI: "490154203237518",
+		Enrolled: time.Now().UTC(), Version: 3}
+	for _, c := range []struct {
+		name   string
+		encode func() []byte
+	}{
+		{"binary", func() []byte { return encodeDevice(d) }},
+		{"json", func() []byte { v, _ := encodeJSON(d); return v }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := decodeDevice(d.ID, c.encode()); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 // The compact encoding is what makes 30M cards small: report it.
 func TestCardCodecSize(t *testing.T) {
 	now := time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC)
@@ -94,6 +152,26 @@ func FuzzDecodeCard(f *testing.F) {
 			t.Fatalf("re-decode: %v", err)
 		}
 		if v2 := encodeCard(again); !bytes.Equal(v1, v2) {
+			t.Fatalf("re-encode: %x, want %x", v2, v1)
+		}
+	})
+}
+
+func FuzzDecodeDevice(f *testing.F) {
+	f.Add(encodeDevice(&verifier.Device{ID: "gw-1", Tenant: "acme", PublicKey: []byte{1}, LastSeq: 3,
+		Enrolled: time.Unix(5, 6).UTC(), Version: 2}))
+	f.Add([]byte{formatJSON, '{', '}'})
+	f.Fuzz(func(t *testing.T, v []byte) {
+		d, err := decodeDevice("gw-1", v)
+		if err != nil || v[0] != formatDevice {
+			return
+		}
+		v1 := encodeDevice(d)
+		again, err := decodeDevice("gw-1", v1)
+		if err != nil {
+			t.Fatalf("re-decode: %v", err)
+		}
+		if v2 := encodeDevice(again); !bytes.Equal(v1, v2) {
 			t.Fatalf("re-encode: %x, want %x", v2, v1)
 		}
 	})

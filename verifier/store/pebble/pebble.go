@@ -62,6 +62,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	pdb "github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -84,7 +85,16 @@ type Options struct {
 	// Logger receives Pebble's own log lines (nil: discarded, except
 	// errors, which go to slog.Default()).
 	Logger *slog.Logger
+	// WALMinSyncInterval is the least time between two syncs of the
+	// write-ahead log (default DefaultWALMinSyncInterval; negative: none).
+	// Synced commits that arrive meanwhile wait and share the next sync,
+	// so concurrent writers pay for fewer fdatasync calls; a commit still
+	// returns only once it is synced.
+	WALMinSyncInterval time.Duration
 }
+
+// DefaultWALMinSyncInterval is the default Options.WALMinSyncInterval.
+const DefaultWALMinSyncInterval = 500 * time.Microsecond
 
 // Store is the Pebble implementation of verifier.Store.
 type Store struct {
@@ -133,6 +143,12 @@ func PebbleOptions(opts Options, cache *pdb.Cache) (*pdb.Options, error) {
 		// Two cores: one compaction normally, a second one when behind.
 		CompactionConcurrencyRange: func() (int, int) { return 1, 2 },
 		Logger:                     pebbleLogger{opts.Logger},
+	}
+	switch wi := opts.WALMinSyncInterval; {
+	case wi == 0:
+		po.WALMinSyncInterval = func() time.Duration { return DefaultWALMinSyncInterval }
+	case wi > 0:
+		po.WALMinSyncInterval = func() time.Duration { return wi }
 	}
 	for i := range po.Levels {
 		// Point reads (Card, FindCard) skip tables without the key.
@@ -473,9 +489,9 @@ func readDevice(g getter, id string) (*verifier.Device, error) {
 		return nil, fmt.Errorf("pebble: get device %s: %w", id, err)
 	}
 	defer closer.Close()
-	var d verifier.Device
-	if err := decodeJSON(v, &d); err != nil {
-		return nil, fmt.Errorf("pebble: device %s: %w", id, err)
+	d, err := decodeDevice(id, v)
+	if err != nil {
+		return nil, fmt.Errorf("pebble: %w", err)
 	}
-	return &d, nil
+	return d, nil
 }

@@ -278,11 +278,7 @@ func (s *Store) putDevice(b *pdb.Batch, d *verifier.Device) error {
 	}
 	next := *d
 	next.Version++
-	v, err := encodeJSON(&next)
-	if err != nil {
-		return fmt.Errorf("pebble: device %s: %w", d.ID, err)
-	}
-	if err := b.Set(deviceKey(d.ID), v, nil); err != nil {
+	if err := b.Set(deviceKey(d.ID), encodeDevice(&next), nil); err != nil {
 		return fmt.Errorf("pebble: device %s: %w", d.ID, err)
 	}
 	return nil
