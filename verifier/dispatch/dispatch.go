@@ -158,30 +158,34 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 }
 
-// round fetches due entries and starts a worker for each one that is not
-// already being handled. It reports whether the batch was full.
+// round fetches due entries and starts a worker for each queue that is
+// not already being handled: with an OrderKey, the worker carries out its
+// queue's due entries one after the other, in order, and stops at one that
+// fails; without, every entry is a queue of its own. It reports whether
+// the batch was full.
 func (d *Dispatcher) round(ctx context.Context, sem chan struct{}, wg *sync.WaitGroup) (bool, error) {
 	entries, err := d.store.PendingOutbox(ctx, d.kind, d.now(), d.cfg.Batch)
 	if err != nil {
 		return false, fmt.Errorf("dispatch: pending %s: %w", d.kind, err)
 	}
 	d.stats.Due.Store(int64(len(entries)))
-	started := 0
 	now := d.now()
-	seen := make(map[string]bool)
+	var keys []string
+	queues := make(map[string][]verifier.OutboxEntry)
 	for _, e := range entries {
 		key := d.key(e)
-		if d.cfg.OrderKey != nil {
-			if seen[key] {
-				continue // behind an earlier entry of its queue
+		if _, ok := queues[key]; !ok {
+			keys = append(keys, key)
+		}
+		queues[key] = append(queues[key], e)
+	}
+	started := 0
+	for _, key := range keys {
+		if until, ok := d.held.Load(key); ok {
+			if now.Before(until.(time.Time)) {
+				continue // a failed entry of this queue waits for its retry
 			}
-			seen[key] = true
-			if until, ok := d.held.Load(key); ok {
-				if now.Before(until.(time.Time)) {
-					continue
-				}
-				d.held.Delete(key)
-			}
+			d.held.Delete(key)
 		}
 		if _, busy := d.running.LoadOrStore(key, struct{}{}); busy {
 			continue
@@ -194,15 +198,20 @@ func (d *Dispatcher) round(ctx context.Context, sem chan struct{}, wg *sync.Wait
 		}
 		started++
 		wg.Add(1)
-		d.stats.InFlight.Add(1)
-		go func(e verifier.OutboxEntry) {
+		go func(queue []verifier.OutboxEntry) {
 			defer wg.Done()
-			defer d.stats.InFlight.Add(-1)
 			defer func() { <-sem }()
 			defer d.running.Delete(key)
-			d.one(ctx, e, key)
-			d.Wake() // a finished entry may unblock more
-		}(e)
+			for _, e := range queue {
+				d.stats.InFlight.Add(1)
+				finished := d.one(ctx, e, key)
+				d.stats.InFlight.Add(-1)
+				if !finished {
+					break
+				}
+			}
+			d.Wake() // a finished queue may unblock more
+		}(queues[key])
 	}
 	d.held.Range(func(k, until any) bool {
 		if !now.Before(until.(time.Time)) {
@@ -221,24 +230,29 @@ func (d *Dispatcher) key(e verifier.OutboxEntry) string {
 	return e.ID
 }
 
-func (d *Dispatcher) one(ctx context.Context, e verifier.OutboxEntry, key string) {
+// one carries out an entry; it reports whether the entry is finished
+// (done, or dropped for good), so that the entries behind it may go.
+func (d *Dispatcher) one(ctx context.Context, e verifier.OutboxEntry, key string) bool {
 	err := d.handle(ctx, e)
 	switch {
 	case err == nil:
 		if cerr := d.store.CompleteOutbox(ctx, e.ID); cerr != nil {
 			d.log.Error("complete outbox entry", "id", e.ID, "err", cerr)
-			return
+			return false
 		}
 		d.stats.Done.Add(1)
+		return true
 	case ctx.Err() != nil:
 		// Shutting down: the entry stays for the next run.
+		return false
 	case errors.Is(err, ErrPermanent) || (d.cfg.MaxAge > 0 && d.now().Sub(e.Created) > d.cfg.MaxAge):
 		d.log.Error("outbox entry dropped", "id", e.ID, "attempts", e.Attempts+1, "err", err)
 		if cerr := d.store.CompleteOutbox(ctx, e.ID); cerr != nil {
 			d.log.Error("drop outbox entry", "id", e.ID, "err", cerr)
-			return
+			return false
 		}
 		d.stats.Dropped.Add(1)
+		return true
 	default:
 		e.Attempts++
 		delay := Backoff(e.Attempts, d.cfg.MinBackoff, d.cfg.MaxBackoff)
@@ -249,10 +263,11 @@ func (d *Dispatcher) one(ctx context.Context, e verifier.OutboxEntry, key string
 		}
 		if rerr := d.store.RescheduleOutbox(ctx, e); rerr != nil {
 			d.log.Error("reschedule outbox entry", "id", e.ID, "err", rerr)
-			return
+			return false
 		}
 		d.stats.Retried.Add(1)
 	}
+	return false
 }
 
 // Backoff returns the delay before attempt n+1 after n failures:
