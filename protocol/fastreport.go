@@ -17,57 +17,42 @@ import (
 // definition of the format.
 func decodeReportFast(data []byte, r *Report) bool {
 	p := fastParser{b: data}
-	var seen uint32
-	ok := p.object(func(key []byte) bool {
-		bit := reportKey(key)
-		if bit == 0 || seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		switch bit {
-		case 1 << 0:
+	ok := p.fields(reportFields[:], func(i int) bool {
+		switch i {
+		case 0:
 			return p.int(&r.Version)
-		case 1 << 1:
+		case 1:
 			return p.string((*string)(&r.DeviceID))
-		case 1 << 2:
+		case 2:
 			return p.uint(&r.Seq, 64)
-		case 1 << 3:
+		case 3:
 			return p.time(&r.Time)
-		case 1 << 4:
+		case 4:
 			return p.string((*string)(&r.Reason))
-		case 1 << 5:
+		case 5:
 			return p.string((*string)(&r.IMEI))
-		case 1 << 6:
+		case 6:
 			return p.string((*string)(&r.IMEISV))
-		case 1 << 7:
+		case 7:
 			return p.string((*string)(&r.SIM))
-		case 1 << 8:
+		case 8:
 			return p.string((*string)(&r.ICCID))
-		case 1 << 9:
+		case 9:
 			return p.string((*string)(&r.IMSI))
-		case 1 << 10:
+		case 10:
 			return p.registration(&r.Registration)
-		case 1 << 11:
+		case 11:
 			r.Location = new(Location)
 			return p.location(r.Location)
-		case 1 << 12:
+		case 12:
 			r.Signal = new(Signal)
-			var seen bool
-			return p.object(func(key []byte) bool {
-				if string(key) != "rssi_dbm" || seen {
-					return false
-				}
-				seen = true
-				return p.int(&r.Signal.RSSIdBm)
-			})
-		case 1 << 13:
+			return p.fields([]string{"rssi_dbm"}, func(int) bool { return p.int(&r.Signal.RSSIdBm) })
+		case 13:
 			return p.strings(&r.Acks)
-		case 1 << 14:
+		case 14:
 			return p.uint(&r.Dropped, 64)
-		case 1 << 15:
-			return p.bytes(&r.Sig)
 		}
-		return false
+		return p.bytes(&r.Sig)
 	})
 	if !ok || r.Version != Version {
 		return false
@@ -76,64 +61,13 @@ func decodeReportFast(data []byte, r *Report) bool {
 	return p.i == len(p.b)
 }
 
-// reportKey returns the bit of a report key in decodeReportFast, 0 for a
-// key that is not a report field's tag.
-func reportKey(key []byte) uint32 {
-	switch string(key) {
-	case "v":
-		return 1 << 0
-	case "device_id":
-		return 1 << 1
-	case "seq":
-		return 1 << 2
-	case "time":
-		return 1 << 3
-	case "reason":
-		return 1 << 4
-	case "imei":
-		return 1 << 5
-	case "imeisv":
-		return 1 << 6
-	case "sim_state":
-		return 1 << 7
-	case "iccid":
-		return 1 << 8
-	case "imsi":
-		return 1 << 9
-	case "registration":
-		return 1 << 10
-	case "location":
-		return 1 << 11
-	case "signal":
-		return 1 << 12
-	case "acks":
-		return 1 << 13
-	case "dropped":
-		return 1 << 14
-	case "sig":
-		return 1 << 15
-	}
-	return 0
-}
+// reportFields are the report's JSON keys, in the order decodeReportFast
+// numbers them.
+var reportFields = [...]string{"v", "device_id", "seq", "time", "reason", "imei", "imeisv", "sim_state",
+	"iccid", "imsi", "registration", "location", "signal", "acks", "dropped", "sig"}
 
 func (p *fastParser) registration(g *Registration) bool {
-	var seen [4]bool
-	return p.object(func(key []byte) bool {
-		i := -1
-		switch string(key) {
-		case "state":
-			i = 0
-		case "stat":
-			i = 1
-		case "tech":
-			i = 2
-		case "cell":
-			i = 3
-		}
-		if i < 0 || seen[i] {
-			return false
-		}
-		seen[i] = true
+	return p.fields([]string{"state", "stat", "tech", "cell"}, func(i int) bool {
 		switch i {
 		case 0:
 			return p.string((*string)(&g.State))
@@ -144,23 +78,7 @@ func (p *fastParser) registration(g *Registration) bool {
 		}
 		g.Cell = new(Cell)
 		c := g.Cell
-		var seenCell [4]bool
-		return p.object(func(key []byte) bool {
-			j := -1
-			switch string(key) {
-			case "mcc":
-				j = 0
-			case "mnc":
-				j = 1
-			case "area":
-				j = 2
-			case "id":
-				j = 3
-			}
-			if j < 0 || seenCell[j] {
-				return false
-			}
-			seenCell[j] = true
+		return p.fields([]string{"mcc", "mnc", "area", "id"}, func(j int) bool {
 			switch j {
 			case 0:
 				return p.string(&c.MCC)
@@ -180,23 +98,7 @@ func (p *fastParser) registration(g *Registration) bool {
 }
 
 func (p *fastParser) location(l *Location) bool {
-	var seen [4]bool
-	return p.object(func(key []byte) bool {
-		i := -1
-		switch string(key) {
-		case "lat":
-			i = 0
-		case "lon":
-			i = 1
-		case "accuracy_m":
-			i = 2
-		case "source":
-			i = 3
-		}
-		if i < 0 || seen[i] {
-			return false
-		}
-		seen[i] = true
+	return p.fields([]string{"lat", "lon", "accuracy_m", "source"}, func(i int) bool {
 		switch i {
 		case 0:
 			return p.float(&l.Lat)
@@ -206,6 +108,25 @@ func (p *fastParser) location(l *Location) bool {
 			return p.float(&l.AccuracyM)
 		}
 		return p.string(&l.Source)
+	})
+}
+
+// fields reads an object whose keys are all among names (at most 64), each
+// at most once; field reads the value of names[i].
+func (p *fastParser) fields(names []string, field func(i int) bool) bool {
+	var seen uint64
+	return p.object(func(key []byte) bool {
+		for i, n := range names {
+			if string(key) != n {
+				continue
+			}
+			if seen&(1<<i) != 0 {
+				return false
+			}
+			seen |= 1 << i
+			return field(i)
+		}
+		return false
 	})
 }
 
