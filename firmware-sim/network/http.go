@@ -155,8 +155,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 	}
 	cards, err := h.net.Cards(r.Context(), f)
 	if err != nil {
-		status, v := errorAnswer(err)
-		writeJSON(w, status, v)
+		fail(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"cards": cards})
@@ -165,8 +164,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) card(w http.ResponseWriter, r *http.Request) {
 	card, err := h.net.Card(r.Context(), r.PathValue("iccid"))
 	if err != nil {
-		status, v := errorAnswer(err)
-		writeJSON(w, status, v)
+		fail(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, card)
@@ -228,8 +226,7 @@ func (h *Handler) watch(w http.ResponseWriter, r *http.Request) {
 		if r.Context().Err() != nil {
 			return // the caller went away
 		}
-		status, v := errorAnswer(err)
-		writeJSON(w, status, v)
+		fail(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, card)
@@ -237,19 +234,12 @@ func (h *Handler) watch(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) attach(w http.ResponseWriter, r *http.Request) {
 	var req AttachRequest
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-	if err == nil {
-		err = decode(body, &req)
-	}
-	if err != nil {
-		status, v := errorAnswer(err)
-		writeJSON(w, status, v)
+	if !readRequest(w, r, &req) {
 		return
 	}
 	res, err := h.net.Attach(r.Context(), req)
 	if err != nil {
-		status, v := errorAnswer(err)
-		writeJSON(w, status, v)
+		fail(w, err)
 		return
 	}
 	h.log.Info("attach", "iccid", req.ICCID, "imei", req.IMEI, "result", res.Result, "cause", res.Cause,
@@ -267,19 +257,12 @@ type DeviceAttach struct {
 
 func (h *Handler) attachCard(w http.ResponseWriter, r *http.Request) {
 	var req DeviceAttach
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-	if err == nil {
-		err = decode(body, &req)
-	}
-	if err != nil {
-		status, v := errorAnswer(err)
-		writeJSON(w, status, v)
+	if !readRequest(w, r, &req) {
 		return
 	}
 	res, err := h.net.AttachCard(r.Context(), r.PathValue("iccid"), req)
 	if err != nil {
-		status, v := errorAnswer(err)
-		writeJSON(w, status, v)
+		fail(w, err)
 		return
 	}
 	h.log.Info("attach", "iccid", res.Card.ICCID, "imei", req.IMEI, "result", res.Result, "cause", res.Cause,
@@ -295,19 +278,12 @@ type DetachRequest struct {
 
 func (h *Handler) detach(w http.ResponseWriter, r *http.Request) {
 	var req DetachRequest
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-	if err == nil {
-		err = decode(body, &req)
-	}
-	if err != nil {
-		status, v := errorAnswer(err)
-		writeJSON(w, status, v)
+	if !readRequest(w, r, &req) {
 		return
 	}
 	card, err := h.net.Detach(r.Context(), req.ICCID, req.IMEI)
 	if err != nil {
-		status, v := errorAnswer(err)
-		writeJSON(w, status, v)
+		fail(w, err)
 		return
 	}
 	h.log.Info("detach", "iccid", req.ICCID, "imei", req.IMEI)
@@ -318,23 +294,36 @@ func (h *Handler) detach(w http.ResponseWriter, r *http.Request) {
 // the card.
 func (h *Handler) location(w http.ResponseWriter, r *http.Request) {
 	var req LocationUpdate
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-	if err == nil {
-		err = decode(body, &req)
-	}
-	if err != nil {
-		status, v := errorAnswer(err)
-		writeJSON(w, status, v)
+	if !readRequest(w, r, &req) {
 		return
 	}
 	card, err := h.net.UpdateLocation(r.Context(), req)
 	if err != nil {
-		status, v := errorAnswer(err)
-		writeJSON(w, status, v)
+		fail(w, err)
 		return
 	}
 	h.log.Info("location update", "iccid", req.ICCID, "imei", req.IMEI, "cell", req.Cell.String())
 	writeJSON(w, http.StatusOK, card)
+}
+
+// readRequest decodes the request body into v; when it cannot, it
+// answers the error and returns false.
+func readRequest(w http.ResponseWriter, r *http.Request, v any) bool {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err == nil {
+		err = decode(body, v)
+	}
+	if err != nil {
+		fail(w, err)
+		return false
+	}
+	return true
+}
+
+// fail answers err with its status and problem body.
+func fail(w http.ResponseWriter, err error) {
+	status, v := errorAnswer(err)
+	writeJSON(w, status, v)
 }
 
 func decode(body []byte, v any) error {
