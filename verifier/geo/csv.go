@@ -100,6 +100,7 @@ func (t *Table) Import(ctx context.Context, r io.Reader, bad func(line int, err 
 		}
 		st.Imported += len(batch)
 		batch = batch[:0]
+		t.forget()
 		return nil
 	}
 	cr := csv.NewReader(r)

@@ -22,6 +22,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
+	"time"
 
 	"github.com/cardbind/cardbind/protocol"
 	"github.com/cardbind/cardbind/verifier"
@@ -65,10 +67,39 @@ type Position struct {
 // Table is the cell table over the store's records.
 type Table struct {
 	recs Records
+	now  func() time.Time
+
+	mu     sync.Mutex
+	cached map[Key]cachedCell
 }
 
+// cachedCell is a lookup remembered: the location, or nil for a cell the
+// table does not hold.
+type cachedCell struct {
+	loc *protocol.Location
+	at  time.Time
+}
+
+// A lookup is remembered for cacheTTL, at most cacheMax of them: every
+// report that names its cell would otherwise read the store once or twice
+// more. An import in this process forgets them at once; one in another
+// replica sharing the store is seen within cacheTTL.
+const (
+	cacheTTL = 10 * time.Minute
+	cacheMax = 1 << 17
+)
+
 // New returns the table kept in recs.
-func New(recs Records) *Table { return &Table{recs: recs} }
+func New(recs Records) *Table {
+	return &Table{recs: recs, now: time.Now, cached: make(map[Key]cachedCell)}
+}
+
+// forget drops every remembered lookup.
+func (t *Table) forget() {
+	t.mu.Lock()
+	t.cached = make(map[Key]cachedCell)
+	t.mu.Unlock()
+}
 
 // Put stores one cell.
 func (t *Table) Put(ctx context.Context, k Key, p Position) error {
@@ -79,6 +110,7 @@ func (t *Table) Put(ctx context.Context, k Key, p Position) error {
 	if err := t.recs.PutRecord(ctx, Namespace, k.String(), v); err != nil {
 		return fmt.Errorf("geo: put %s: %w", k, err)
 	}
+	t.forget()
 	return nil
 }
 
@@ -95,10 +127,33 @@ func (t *Table) Locate(ctx context.Context, c *protocol.Cell) (*protocol.Locatio
 	if err1 != nil || err2 != nil {
 		return nil, nil
 	}
-	for _, k := range []Key{
-		{Wide: true, MCC: mcc, MNC: mnc, Cell: c.ID},
-		{MCC: mcc, MNC: mnc, Area: c.Area, Cell: c.ID},
-	} {
+	key := Key{MCC: mcc, MNC: mnc, Area: c.Area, Cell: c.ID}
+	now := t.now()
+	t.mu.Lock()
+	hit, ok := t.cached[key]
+	t.mu.Unlock()
+	if ok && now.Sub(hit.at) < cacheTTL {
+		return copyLocation(hit.loc), nil
+	}
+	loc, err := t.lookup(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	if len(t.cached) >= cacheMax {
+		t.cached = make(map[Key]cachedCell)
+	}
+	t.cached[key] = cachedCell{loc: loc, at: now}
+	t.mu.Unlock()
+	return copyLocation(loc), nil
+}
+
+// lookup reads a cell from the store: by its wide key (LTE, NR), then by
+// its area (GSM, UMTS).
+func (t *Table) lookup(ctx context.Context, k Key) (*protocol.Location, error) {
+	wide := k
+	wide.Wide, wide.Area = true, 0
+	for _, k := range []Key{wide, k} {
 		v, err := t.recs.GetRecord(ctx, Namespace, k.String())
 		if errors.Is(err, verifier.ErrNotFound) {
 			continue
@@ -113,4 +168,13 @@ func (t *Table) Locate(ctx context.Context, c *protocol.Cell) (*protocol.Locatio
 		return &protocol.Location{Lat: p.Lat, Lon: p.Lon, AccuracyM: p.RangeM, Source: "cell"}, nil
 	}
 	return nil, nil
+}
+
+// copyLocation returns a copy the caller may keep and change.
+func copyLocation(l *protocol.Location) *protocol.Location {
+	if l == nil {
+		return nil
+	}
+	c := *l
+	return &c
 }

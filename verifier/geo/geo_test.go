@@ -285,3 +285,63 @@ func TestImportHandler(t *testing.T) {
 		t.Errorf("failing store: %d %s", rec.Code, rec.Body)
 	}
 }
+
+// countingRecords counts the store reads under a table.
+type countingRecords struct {
+	Records
+	gets int
+}
+
+func (c *countingRecords) GetRecord(ctx context.Context, ns, key string) ([]byte, error) {
+	c.gets++
+	return c.Records.GetRecord(ctx, ns, key)
+}
+
+// Lookups are remembered, found and not found alike, until they expire or
+// an import changes the table.
+func TestLocateRemembers(t *testing.T) {
+	st := openStore(t)
+	recs := &countingRecords{Records: st}
+	tab := New(recs)
+	now := time.Unix(1_800_000_000, 0)
+	tab.now = func() time.Time { return now }
+	ctx := context.Background()
+	lte := &protocol.Cell{MCC: "460", MNC: "03", Area: 6699, ID: 27446212}
+	gsm := &protocol.Cell{MCC: "460", MNC: "00", Area: 4660, ID: 10021}
+
+	locate := func(c *protocol.Cell) *protocol.Location {
+		t.Helper()
+		l, err := tab.Locate(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	if locate(lte) != nil || recs.gets != 2 {
+		t.Fatalf("unknown cell: %d reads, want 2 (wide key, then with its area)", recs.gets)
+	}
+	if locate(lte) != nil || recs.gets != 2 {
+		t.Errorf("unknown cell again: %d reads, want it remembered", recs.gets)
+	}
+	rows := "LTE,460,3,6699,27446212,0,121.4740,31.2310,300,41,1,1700000000,1710000000,0\n" +
+		"GSM,460,0,4660,10021,0,121.4800,31.2300,1200,8,1,1700000000,1710000000,-81\n"
+	if _, err := tab.Import(ctx, strings.NewReader(rows), nil); err != nil {
+		t.Fatal(err)
+	}
+	l := locate(lte)
+	if l == nil || l.Lat != 31.2310 {
+		t.Fatalf("after the import: %+v", l)
+	}
+	l.Lat = 0 // the caller's copy
+	reads := recs.gets
+	if l := locate(lte); l == nil || l.Lat != 31.2310 || recs.gets != reads {
+		t.Errorf("remembered lookup: %+v, %d reads", l, recs.gets-reads)
+	}
+	if locate(gsm) == nil || recs.gets != reads+2 {
+		t.Errorf("GSM cell: %d reads, want 2", recs.gets-reads)
+	}
+	now = now.Add(cacheTTL)
+	if locate(lte) == nil || recs.gets != reads+3 {
+		t.Errorf("expired lookup: %d reads in all, want the store read again", recs.gets-reads)
+	}
+}
