@@ -200,9 +200,20 @@ func TestOfflinePersistentSessionGetsAlerts(t *testing.T) {
 	b := startBroker(t, Config{}, testAuth(t))
 	ctx := context.Background()
 	o := clientOpts{id: "t1-console", user: "t1-watch", pass: secretT1, persist: true}
+	before := b.Connections()
 	c := mustDial(t, b.MQTTAddr(), o)
 	subscribe(t, c, protocol.AlertFilter("t1"), 1, func(mqtt.Client, mqtt.Message) {})
 	c.Disconnect(50)
+	// Publish only once the broker has seen the session go offline: an
+	// alert sent while the connection is still closing would reach the
+	// old client, which acks it and then is gone.
+	deadline := time.Now().Add(5 * time.Second)
+	for b.Connections() > before {
+		if time.Now().After(deadline) {
+			t.Fatalf("the broker still counts %d connections, %d before the subscriber", b.Connections(), before)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 
 	for i := range 3 {
 		if err := b.PublishAlert(ctx, "t1", protocol.AlertBlocked, fmt.Sprint("a", i), fmt.Appendf(nil, "alert %d", i)); err != nil {
