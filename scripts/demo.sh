@@ -32,6 +32,8 @@ GW1_IMEI=356938035643809    # gateway 1: a smart meter's Quectel module
 GW2_IMEI=861234567890127    # gateway 2: a payment terminal's SIMCom module
 METER_IMEI=352099001761481  # a water meter with no agent: the network sees it
 PHONE_IMEI=490154203237518  # the thief's phone: no agent anywhere
+HOME_ECI=27440068           # the radio cell where the gateways stand (Shanghai)
+FAR_ECI=27446300            # a cell 30 km north
 SINK_TOKEN=acme-sink-token  # the bearer token acme's sink wants on every event
 
 PIDS=()
@@ -141,6 +143,13 @@ say "The operator creates tenant \"acme\" and imports its cards"
 printf 'iccid,tenant,imsi,msisdn\n%s,acme,%s,%s\n%s,acme,%s,%s\n%s,acme,%s,%s\n' \
 	"$CARD_A" "$IMSI_A" "$MSISDN_A" "$CARD_B" "$IMSI_B" "$MSISDN_B" "$CARD_C" "$IMSI_C" "$MSISDN_C" >"$WORK/cards.csv"
 "${ADMIN[@]}" import --file "$WORK/cards.csv" 2>/dev/null | show
+note "and the cell table (OpenCelliD layout), which places the radio cells that modems and the network name:"
+cat >"$WORK/cells.csv" <<CELLS
+radio,mcc,net,area,cell,unit,lon,lat,range,samples,changeable,created,updated,averageSignal
+LTE,460,3,6699,$HOME_ECI,0,121.4740,31.2310,300,41,1,1700000000,1710000000,0
+LTE,460,3,6699,$FAR_ECI,0,121.4740,31.5000,500,12,1,1700000000,1710000000,0
+CELLS
+"${ADMIN[@]}" cells import --file "$WORK/cells.csv" | show
 
 say "Two gateways boot: simulated modems on pseudo-terminals, card A in gateway 1, card B in gateway 2"
 bg modem1 firmware-sim modem --personality quectel --imei "$GW1_IMEI" --iccid "$CARD_A" --imsi "$IMSI_A" \
@@ -158,7 +167,9 @@ for gw in 1 2; do
 	cardbind-agent enroll --verifier "http://$HTTP" --token "$token" --state-dir "$WORK/agent$gw" \
 		--port "$WORK/ttyGW$gw" >"$LOGS/enroll$gw.log" 2>&1
 	note "gateway $gw enrolled as $(grep -o 'gw-[0-9a-f]*' "$LOGS/enroll$gw.log" | head -1)"
-	bg "agent$gw" cardbind-agent run --port "$WORK/ttyGW$gw" --state-dir "$WORK/agent$gw" --heartbeat 1m --poll 5s
+	printf '[report]\ncell_change_interval = "1s"\n[gnss]\nenabled = true\n' >"$WORK/agent$gw.toml"
+	bg "agent$gw" cardbind-agent run --config "$WORK/agent$gw.toml" --port "$WORK/ttyGW$gw" --state-dir "$WORK/agent$gw" \
+		--heartbeat 1m --poll 5s
 done
 card_field() { "${ADMIN[@]}" card "$1" | sed -n "s/.*\"$2\": \"\(.*\)\".*/\1/p" | head -1; }
 # seen_in CARD IMEI: the verifier's last sighting of CARD was in IMEI.
@@ -252,6 +263,30 @@ wait_until 10 "card C blocked through RADIUS" blocked "$CARD_C"
 note "card C blocked at the network $(($(now_ms) - t0)) ms after it attached in the phone"
 wait_until 10 "the RADIUS alert" grep -q "blocked .*card=$CARD_C" "$LOGS/alerts.log"
 grep "card=$CARD_C" "$LOGS/alerts.log" | show
+
+say "Card B may only be used where its payment terminal stands: an area limit"
+note "curl POST /iot-sim-fraud-prevention/v0.1/bind {\"device\":{\"phoneNumber\":\"$MSISDN_B\"},\"bindType\":\"AREALIMIT\"}"
+camara bind "{\"device\":{\"phoneNumber\":\"$MSISDN_B\"},\"bindType\":\"AREALIMIT\"}" | show
+echo
+note "with no limitArea, the card may stay within 5 km of where it was last seen (its cell, from the table):"
+camara query "{\"device\":{\"phoneNumber\":\"$MSISDN_B\"},\"queryType\":\"AREALIMIT\"}" | show
+echo
+note "the terminal is carried off, card and all: its modem registers in a cell 30 km north"
+t0=$(now_ms)
+curl -sf -X POST "http://$CTL2/cell" -d "{\"mcc\":\"460\",\"mnc\":\"03\",\"tac\":6699,\"eci\":$FAR_ECI}" >/dev/null
+wait_until 10 "card B blocked outside its area" blocked "$CARD_B"
+note "card B blocked at the network $(($(now_ms) - t0)) ms after the move (the network's accounting and the agent both name the cell)"
+wait_until 10 "the area_exit alert" grep -q "area_exit .*card=$CARD_B" "$LOGS/alerts.log"
+grep "decision=outside_area .*card=$CARD_B\|card=$CARD_B .*decision=outside_area" "$LOGS/alerts.log" | show
+note "it is brought back. Blocked, the card cannot register, so neither the network nor the modem names a cell;"
+note "the terminal's GNSS gets a fix at home, and its agent (on the terminal's wired uplink) reports it at its next poll"
+t0=$(now_ms)
+curl -sf -X POST "http://$CTL2/cell" -d "{\"mcc\":\"460\",\"mnc\":\"03\",\"tac\":6699,\"eci\":$HOME_ECI}" >/dev/null
+curl -sf -X POST "http://$CTL2/gnss" -d '{"lat":31.2312,"lon":121.4741}' >/dev/null
+wait_until 15 "card B resumed" not_blocked "$CARD_B"
+note "card B resumed at the network $(($(now_ms) - t0)) ms after it was back"
+wait_until 10 "card B's resumed alert" grep -q "resumed .*card=$CARD_B" "$LOGS/alerts.log"
+grep "resumed .*card=$CARD_B" "$LOGS/alerts.log" | tail -1 | show
 
 say "Card A's history, as the operator sees it"
 "${ADMIN[@]}" history "$CARD_A" | cut -c 7- | show
