@@ -68,25 +68,25 @@ func (c *ptyClient) readUntil(want string) string {
 	}
 }
 
-// The --cell flag on a real pseudo-terminal, and POST /cell moving the
-// modem: the client in mode 2 gets the URC with the new location.
-func TestModemCellOnPty(t *testing.T) {
+// startModemCmd runs "firmware-sim modem" (quectel, with a control API)
+// with extra flags until the test ends, and opens its pseudo-terminal as
+// the agent would. It returns the AT client and the control address.
+func startModemCmd(t *testing.T, extra ...string) (*ptyClient, string) {
+	t.Helper()
 	link := filepath.Join(t.TempDir(), "ttyQ")
 	ctl := freeAddr(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	var stderr bytes.Buffer
-	go func() {
-		done <- run(ctx, []string{"modem", "--personality", "quectel", "--imei", "356938035643809",
-			"--iccid", "89860318640220133897", "--imsi", "460031234567890", "--link", link,
-			"--control", ctl, "--cell", "460-11-6700-27446213", "--log-level", "warn"}, &bytes.Buffer{}, &stderr)
-	}()
-	defer func() {
+	args := append([]string{"modem", "--personality", "quectel", "--imei", "356938035643809",
+		"--link", link, "--control", ctl, "--log-level", "warn"}, extra...)
+	go func() { done <- run(ctx, args, &bytes.Buffer{}, &stderr) }()
+	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("modem: %v", err)
 		}
-	}()
+	})
 	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		if _, err := os.Readlink(link); err == nil {
 			break
@@ -99,11 +99,17 @@ func TestModemCellOnPty(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
+	t.Cleanup(func() { p.Close() })
 	if err := p.SetReadTimeout(20 * time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	c := &ptyClient{t: t, port: p}
+	return &ptyClient{t: t, port: p}, ctl
+}
+
+// The --cell flag on a real pseudo-terminal, and POST /cell moving the
+// modem: the client in mode 2 gets the URC with the new location.
+func TestModemCellOnPty(t *testing.T) {
+	c, ctl := startModemCmd(t, "--iccid", "89860318640220133897", "--imsi", "460031234567890", "--cell", "460-11-6700-27446213")
 	c.send("ATE0")
 	c.readUntil("OK\r\n")
 	c.send("AT+CEREG=2;+COPS=3,2")

@@ -2,15 +2,10 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	"go.bug.st/serial"
 )
 
 func TestModemBadGNSS(t *testing.T) {
@@ -29,38 +24,7 @@ func TestModemBadGNSS(t *testing.T) {
 
 // --gnss on a real pseudo-terminal, and POST /gnss losing the fix.
 func TestModemGNSSOnPty(t *testing.T) {
-	link := filepath.Join(t.TempDir(), "ttyQ")
-	ctl := freeAddr(t)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	var stderr bytes.Buffer
-	go func() {
-		done <- run(ctx, []string{"modem", "--personality", "quectel", "--imei", "356938035643809",
-			"--link", link, "--control", ctl, "--gnss", "31.231,121.474", "--log-level", "warn"}, &bytes.Buffer{}, &stderr)
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("modem: %v", err)
-		}
-	}()
-	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if _, err := os.Readlink(link); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no link; stderr: %s", stderr.String())
-		}
-	}
-	p, err := serial.Open(link, &serial.Mode{BaudRate: 115200})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	if err := p.SetReadTimeout(20 * time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
-	c := &ptyClient{t: t, port: p}
+	c, ctl := startModemCmd(t, "--gnss", "31.231,121.474")
 	c.send("ATE0")
 	c.readUntil("OK\r\n")
 	c.send("AT+QGPS=1")
