@@ -19,6 +19,7 @@ import (
 
 	"github.com/cardbind/cardbind/firmware-sim/network"
 	"github.com/cardbind/cardbind/protocol"
+	"github.com/cardbind/cardbind/verifier/cmd/internal/benchproc"
 )
 
 // options are the bench's flags.
@@ -180,7 +181,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer v.stop(20 * time.Second)
+	defer v.Stop(20 * time.Second)
 	token, err := os.ReadFile(filepath.Join(o.workDir, "verifier", "operator-token"))
 	if err != nil {
 		return err
@@ -224,7 +225,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 						return throughputRun{}, err
 					}
 					defer disconnectAll(f.load)
-					return measureThroughput(ctx, "verifier", v.cmd.Process.Pid, accepted, f.load, payloads, o.window)
+					return measureThroughput(ctx, "verifier", v.PID(), accepted, f.load, payloads, o.window)
 				}()
 			}
 			if err != nil {
@@ -242,7 +243,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	// Latency under background load.
 	if o.swaps > 0 {
-		lat, note, err := latencyPhase(ctx, o, a, nw, se, mqttAddr, f, v.cmd.Process.Pid, accepted, res, logf)
+		lat, note, err := latencyPhase(ctx, o, a, nw, se, mqttAddr, f, v.PID(), accepted, res, logf)
 		if err != nil {
 			return fmt.Errorf("latency: %w", err)
 		}
@@ -254,10 +255,10 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if _, refused, err := verifierReports(ctx, hc, metricsURL); err == nil {
 		res.Refused = refused
 	}
-	if m, err := readMem(v.cmd.Process.Pid); err == nil {
+	if m, err := benchproc.ReadMem(v.PID()); err == nil {
 		res.VerifierRSS = m.Peak
 	}
-	v.stop(20 * time.Second)
+	v.Stop(20 * time.Second)
 
 	printSummary(stdout, res)
 	if o.jsonFile != "" {
@@ -285,12 +286,12 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // startVerifier writes a configuration and starts the verifier on it:
 // the real binary, or app.Run in a child of this binary when profiling.
-func startVerifier(ctx context.Context, o options, self, netURL, extra string) (*child, string, string, error) {
-	httpAddr, err := freeAddr()
+func startVerifier(ctx context.Context, o options, self, netURL, extra string) (*benchproc.Child, string, string, error) {
+	httpAddr, err := benchproc.FreeAddr()
 	if err != nil {
 		return nil, "", "", err
 	}
-	mqttAddr, err := freeAddr()
+	mqttAddr, err := benchproc.FreeAddr()
 	if err != nil {
 		return nil, "", "", err
 	}
@@ -306,17 +307,17 @@ func startVerifier(ctx context.Context, o options, self, netURL, extra string) (
 		return nil, "", "", err
 	}
 	logPath := filepath.Join(o.workDir, "verifier.log")
-	var v *child
+	var v *benchproc.Child
 	if o.cpuProfile != "" {
-		v, err = startChild("verifier", logPath, self, "profiled-verifier", "-config", cfgPath, "-cpuprofile", o.cpuProfile)
+		v, err = benchproc.Start("verifier", logPath, self, "profiled-verifier", "-config", cfgPath, "-cpuprofile", o.cpuProfile)
 	} else {
-		v, err = startChild("verifier", logPath, o.verifierBin, "serve", "--config", cfgPath)
+		v, err = benchproc.Start("verifier", logPath, o.verifierBin, "serve", "--config", cfgPath)
 	}
 	if err != nil {
 		return nil, "", "", err
 	}
-	if err := v.waitHTTP(ctx, "http://"+httpAddr+"/readyz", 60*time.Second); err != nil {
-		v.stop(5 * time.Second)
+	if err := v.WaitHTTP(ctx, "http://"+httpAddr+"/readyz", 60*time.Second); err != nil {
+		v.Stop(5 * time.Second)
 		return nil, "", "", err
 	}
 	return v, httpAddr, mqttAddr, nil
@@ -325,35 +326,35 @@ func startVerifier(ctx context.Context, o options, self, netURL, extra string) (
 // bareRun starts a fresh bare broker, runs the payloads through it and
 // stops it.
 func bareRun(ctx context.Context, o options, self string, round int, hc *http.Client, gws []*gateway, payloads [][][]byte) (throughputRun, error) {
-	mqttAddr, err := freeAddr()
+	mqttAddr, err := benchproc.FreeAddr()
 	if err != nil {
 		return throughputRun{}, err
 	}
-	httpAddr, err := freeAddr()
+	httpAddr, err := benchproc.FreeAddr()
 	if err != nil {
 		return throughputRun{}, err
 	}
 	dir := filepath.Join(o.workDir, fmt.Sprintf("bare-%d", round))
-	b, err := startChild("bare broker", filepath.Join(o.workDir, fmt.Sprintf("bare-%d.log", round)), self,
+	b, err := benchproc.Start("bare broker", filepath.Join(o.workDir, fmt.Sprintf("bare-%d.log", round)), self,
 		"bare-broker", "-dir", dir, "-mqtt", mqttAddr, "-http", httpAddr)
 	if err != nil {
 		return throughputRun{}, err
 	}
 	defer func() {
-		b.stop(10 * time.Second)
+		b.Stop(10 * time.Second)
 		if !o.keep {
 			_ = os.RemoveAll(dir)
 		}
 	}()
-	if err := b.waitHTTP(ctx, "http://"+httpAddr+"/healthz", 60*time.Second); err != nil {
+	if err := b.WaitHTTP(ctx, "http://"+httpAddr+"/healthz", 60*time.Second); err != nil {
 		return throughputRun{}, err
 	}
 	if err := connectAll(ctx, mqttAddr, gws); err != nil {
 		return throughputRun{}, err
 	}
 	defer disconnectAll(gws)
-	run, err := measureThroughput(ctx, "bare", b.cmd.Process.Pid, bareCount(hc, "http://"+httpAddr+"/count"), gws, payloads, o.window)
-	if m, merr := readMem(b.cmd.Process.Pid); merr == nil {
+	run, err := measureThroughput(ctx, "bare", b.PID(), bareCount(hc, "http://"+httpAddr+"/count"), gws, payloads, o.window)
+	if m, merr := benchproc.ReadMem(b.PID()); merr == nil {
 		run.PeakRSS = max(run.PeakRSS, m.Peak)
 	}
 	return run, err
@@ -454,7 +455,7 @@ func latencyPhase(ctx context.Context, o options, a *admin, nw *network.Network,
 	}
 	lat.Duration = time.Since(t0)
 	lat.PoolExhausted = !running.Load()
-	if m, err := readMem(pid); err == nil {
+	if m, err := benchproc.ReadMem(pid); err == nil {
 		lat.PeakRSS = m.RSS
 	}
 	stopBG()

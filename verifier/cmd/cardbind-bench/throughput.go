@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cardbind/cardbind/verifier/cmd/internal/benchproc"
 )
 
 // counter returns how many reports a target has processed so far.
@@ -167,8 +169,8 @@ func measureThroughput(ctx context.Context, target string, pid int, count counte
 	if err != nil {
 		return run, err
 	}
-	cpu0, _ := readCPU(pid)
-	self0, _ := readCPU(os.Getpid())
+	cpu0, _ := benchproc.ReadCPU(pid)
+	self0, _ := benchproc.ReadCPU(os.Getpid())
 	start := time.Now()
 	pubDone := make(chan time.Duration, 1)
 	pubErr := make(chan error, 1)
@@ -202,7 +204,7 @@ func measureThroughput(ctx context.Context, target string, pid int, count counte
 		}
 		t := time.Since(start)
 		run.Samples = append(run.Samples, sample{t, n - base})
-		if m, err := readMem(pid); err == nil && m.RSS > run.PeakRSS {
+		if m, err := benchproc.ReadMem(pid); err == nil && m.RSS > run.PeakRSS {
 			run.PeakRSS = m.RSS
 		}
 		if n-base >= run.Reports {
@@ -219,8 +221,8 @@ func measureThroughput(ctx context.Context, target string, pid int, count counte
 			return run, fmt.Errorf("%s: publish: %w", target, err)
 		}
 	}
-	cpu1, _ := readCPU(pid)
-	self1, _ := readCPU(os.Getpid())
+	cpu1, _ := benchproc.ReadCPU(pid)
+	self1, _ := benchproc.ReadCPU(os.Getpid())
 	run.ServerCPU, run.LoadCPU = cpu1-cpu0, self1-self0
 	run.Rate = float64(run.Reports) / run.Elapsed.Seconds()
 	run.Steady = steadyRate(run.Samples, run.Reports)

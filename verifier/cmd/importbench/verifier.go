@@ -1,123 +1,57 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io/fs"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/cardbind/cardbind/verifier/cmd/internal/benchproc"
 )
 
 // verifierProc is a running `cardbind-verifier serve`.
 type verifierProc struct {
-	bin, dataDir, url, tokenFile, log string
-	cmd                               *exec.Cmd
-	done                              chan struct{}
+	*benchproc.Child
+	bin, dataDir, url, tokenFile string
 }
 
 // startVerifier writes a configuration (data in dir/data, HTTP and MQTT
 // on free loopback ports) and starts the verifier, waiting until it is
 // ready.
 func startVerifier(ctx context.Context, bin, dir string) (*verifierProc, error) {
-	httpAddr, err := freeAddr()
+	httpAddr, err := benchproc.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	mqttAddr, err := freeAddr()
+	mqttAddr, err := benchproc.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	v := &verifierProc{bin: bin, dataDir: filepath.Join(dir, "data"), url: "http://" + httpAddr,
-		log: filepath.Join(dir, "verifier.log"), done: make(chan struct{})}
+	v := &verifierProc{bin: bin, dataDir: filepath.Join(dir, "data"), url: "http://" + httpAddr}
 	v.tokenFile = filepath.Join(v.dataDir, "operator-token")
 	cfg := fmt.Sprintf("data_dir = %q\n\n[http]\nlisten = %q\n\n[mqtt]\nlisten = %q\n", v.dataDir, httpAddr, mqttAddr)
 	cfgPath := filepath.Join(dir, "verifier.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
-	lf, err := os.Create(v.log)
-	if err != nil {
+	if v.Child, err = benchproc.Start("verifier", filepath.Join(dir, "verifier.log"), bin, "serve", "--config", cfgPath); err != nil {
 		return nil, err
 	}
-	v.cmd = exec.Command(bin, "serve", "--config", cfgPath)
-	v.cmd.Stdout, v.cmd.Stderr = lf, lf
-	if err := v.cmd.Start(); err != nil {
-		lf.Close()
-		return nil, fmt.Errorf("start verifier: %w", err)
-	}
-	go func() {
-		_ = v.cmd.Wait()
-		lf.Close()
-		close(v.done)
-	}()
-	if err := v.waitReady(ctx, 60*time.Second); err != nil {
+	if err := v.WaitHTTP(ctx, v.url+"/readyz", 60*time.Second); err != nil {
 		v.stop()
 		return nil, err
 	}
 	return v, nil
 }
 
-func (v *verifierProc) waitReady(ctx context.Context, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for {
-		select {
-		case <-v.done:
-			return fmt.Errorf("verifier exited:\n%s", v.tail())
-		default:
-		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, v.url+"/readyz", nil)
-		if err != nil {
-			return err
-		}
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("verifier not ready: %w\n%s", ctx.Err(), v.tail())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
 // stop ends the verifier with SIGTERM (SIGKILL after 30 s).
-func (v *verifierProc) stop() {
-	select {
-	case <-v.done:
-		return
-	default:
-	}
-	_ = v.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-v.done:
-	case <-time.After(30 * time.Second):
-		_ = v.cmd.Process.Kill()
-		<-v.done
-	}
-}
-
-func (v *verifierProc) tail() string {
-	b, _ := os.ReadFile(v.log)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > 20 {
-		lines = lines[len(lines)-20:]
-	}
-	return strings.Join(lines, "\n")
-}
+func (v *verifierProc) stop() { v.Stop(30 * time.Second) }
 
 // admin runs `cardbind-verifier admin ARGS...` against the verifier and
 // returns its stdout.
@@ -168,8 +102,8 @@ type importRun struct {
 // timedImport runs `admin import --file path`, sampling the verifier's
 // RSS every 100 ms.
 func (v *verifierProc) timedImport(ctx context.Context, path string) (importRun, error) {
-	pid := v.cmd.Process.Pid
-	cpu0, err := readCPU(pid)
+	pid := v.PID()
+	cpu0, err := benchproc.ReadCPU(pid)
 	if err != nil {
 		return importRun{}, err
 	}
@@ -181,8 +115,8 @@ func (v *verifierProc) timedImport(ctx context.Context, path string) (importRun,
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
 		for {
-			if rss, err := readRSS(pid); err == nil {
-				peak = max(peak, rss)
+			if m, err := benchproc.ReadMem(pid); err == nil {
+				peak = max(peak, m.RSS)
 			}
 			select {
 			case <-stopSampling:
@@ -201,50 +135,13 @@ func (v *verifierProc) timedImport(ctx context.Context, path string) (importRun,
 	if err != nil {
 		return run, err
 	}
-	if cpu1, err := readCPU(pid); err == nil {
+	if cpu1, err := benchproc.ReadCPU(pid); err == nil {
 		run.CPU = cpu1 - cpu0
 	}
 	if err := json.Unmarshal(out, &run.Summary); err != nil {
 		return run, fmt.Errorf("import summary %q: %w", out, err)
 	}
 	return run, nil
-}
-
-// readRSS returns a process's resident set in bytes.
-func readRSS(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		if f := strings.Fields(sc.Text()); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, err := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, fmt.Errorf("/proc/%d/status: no VmRSS", pid)
-}
-
-// readCPU returns the user plus system CPU time of a process, from
-// /proc/PID/stat (in USER_HZ = 100 ticks a second).
-func readCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	f := strings.Fields(s[i+1:])
-	if i < 0 || len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
-	}
-	return time.Duration(ut+st) * time.Second / 100, nil
 }
 
 // dirSize returns the bytes the files under dir hold.
@@ -262,14 +159,4 @@ func dirSize(dir string) (int64, error) {
 		return nil
 	})
 	return n, err
-}
-
-// freeAddr returns a loopback address with a port nobody listens on now.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }

@@ -1,4 +1,8 @@
-package main
+// Package benchproc runs the processes the verifier's benchmark commands
+// measure (cardbind-bench, importbench) and reads what they use from
+// /proc: a child process with its output in a log file, its resident set
+// and CPU time, and free loopback ports.
+package benchproc
 
 import (
 	"bufio"
@@ -15,21 +19,21 @@ import (
 	"time"
 )
 
-// child is a process the bench started; its output goes to a log file.
-type child struct {
+// Child is a process a benchmark started; its output goes to a log file.
+type Child struct {
 	name string
 	cmd  *exec.Cmd
 	log  string
 	done chan struct{}
 }
 
-// startChild runs bin with args, output to logPath.
-func startChild(name, logPath, bin string, args ...string) (*child, error) {
+// Start runs bin with args, its output to logPath; name labels its errors.
+func Start(name, logPath, bin string, args ...string) (*Child, error) {
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, fmt.Errorf("%s: log: %w", name, err)
 	}
-	c := &child{name: name, log: logPath, done: make(chan struct{})}
+	c := &Child{name: name, log: logPath, done: make(chan struct{})}
 	c.cmd = exec.Command(bin, args...)
 	c.cmd.Stdout, c.cmd.Stderr = f, f
 	if err := c.cmd.Start(); err != nil {
@@ -44,8 +48,11 @@ func startChild(name, logPath, bin string, args ...string) (*child, error) {
 	return c, nil
 }
 
-// exited reports whether the process has ended.
-func (c *child) exited() bool {
+// PID is the process id.
+func (c *Child) PID() int { return c.cmd.Process.Pid }
+
+// Exited reports whether the process has ended.
+func (c *Child) Exited() bool {
 	select {
 	case <-c.done:
 		return true
@@ -54,10 +61,10 @@ func (c *child) exited() bool {
 	}
 }
 
-// stop sends SIGTERM and kills the process if it has not ended within
+// Stop sends SIGTERM and kills the process if it has not ended within
 // grace.
-func (c *child) stop(grace time.Duration) {
-	if c.exited() {
+func (c *Child) Stop(grace time.Duration) {
+	if c.Exited() {
 		return
 	}
 	_ = c.cmd.Process.Signal(syscall.SIGTERM)
@@ -69,8 +76,8 @@ func (c *child) stop(grace time.Duration) {
 	}
 }
 
-// tail returns the last lines of the child's log, for error messages.
-func (c *child) tail() string {
+// Tail returns the last lines of the child's log, for error messages.
+func (c *Child) Tail() string {
 	b, _ := os.ReadFile(c.log)
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	if len(lines) > 20 {
@@ -79,15 +86,19 @@ func (c *child) tail() string {
 	return strings.Join(lines, "\n")
 }
 
-// waitHTTP polls url until it answers 200, the child exits or ctx ends.
-func (c *child) waitHTTP(ctx context.Context, url string, timeout time.Duration) error {
+// WaitHTTP polls url until it answers 200, the child exits, timeout
+// passes or ctx ends.
+func (c *Child) WaitHTTP(ctx context.Context, url string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
-		if c.exited() {
-			return fmt.Errorf("%s exited:\n%s", c.name, c.tail())
+		if c.Exited() {
+			return fmt.Errorf("%s exited:\n%s", c.name, c.Tail())
 		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
 		if resp, err := http.DefaultClient.Do(req); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -96,24 +107,24 @@ func (c *child) waitHTTP(ctx context.Context, url string, timeout time.Duration)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s: %s not ready: %w\n%s", c.name, url, ctx.Err(), c.tail())
+			return fmt.Errorf("%s: %s not ready: %w\n%s", c.name, url, ctx.Err(), c.Tail())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
 
-// procMem is a process's resident set (now and peak), from
-// /proc/PID/status.
-type procMem struct {
+// Mem is a process's resident set (now and peak), from /proc/PID/status.
+type Mem struct {
 	RSS, Peak int64 // bytes
 }
 
-func readMem(pid int) (procMem, error) {
+// ReadMem returns a process's resident set.
+func ReadMem(pid int) (Mem, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return procMem{}, err
+		return Mem{}, err
 	}
-	var m procMem
+	var m Mem
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
@@ -135,9 +146,9 @@ func readMem(pid int) (procMem, error) {
 // Linux architecture Go runs on.
 const clockTicks = 100
 
-// readCPU returns the user and system CPU time a process has used, from
+// ReadCPU returns the user and system CPU time a process has used, from
 // /proc/PID/stat.
-func readCPU(pid int) (time.Duration, error) {
+func ReadCPU(pid int) (time.Duration, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
@@ -161,8 +172,8 @@ func readCPU(pid int) (time.Duration, error) {
 	return time.Duration(ut+st) * time.Second / clockTicks, nil
 }
 
-// freeAddr returns a loopback address with a port nobody listens on now.
-func freeAddr() (string, error) {
+// FreeAddr returns a loopback address with a port nobody listens on now.
+func FreeAddr() (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
