@@ -99,8 +99,12 @@ type Dispatcher struct {
 	now     func() time.Time
 	wake    chan struct{}
 	stats   Stats
-	running sync.Map // entry key -> struct{}: handled right now
-	held    sync.Map // entry key -> time.Time: an ordered queue waiting for a retry
+	running sync.Map // entry key -> struct{}: handled right now, or finished since the last read
+	// finished holds the keys whose worker ended; the next round clears
+	// their running mark before it reads the outbox, so an entry it read
+	// before the worker completed it is never started again.
+	finished sync.Map
+	held     sync.Map // entry key -> time.Time: an ordered queue waiting for a retry
 }
 
 // New returns a dispatcher for entries of kind.
@@ -164,6 +168,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 // fails; without, every entry is a queue of its own. It reports whether
 // the batch was full.
 func (d *Dispatcher) round(ctx context.Context, sem chan struct{}, wg *sync.WaitGroup) (bool, error) {
+	d.finished.Range(func(key, _ any) bool {
+		d.finished.Delete(key)
+		d.running.Delete(key)
+		return true
+	})
 	entries, err := d.store.PendingOutbox(ctx, d.kind, d.now(), d.cfg.Batch)
 	if err != nil {
 		return false, fmt.Errorf("dispatch: pending %s: %w", d.kind, err)
@@ -200,8 +209,6 @@ func (d *Dispatcher) round(ctx context.Context, sem chan struct{}, wg *sync.Wait
 		wg.Add(1)
 		go func(queue []verifier.OutboxEntry) {
 			defer wg.Done()
-			defer func() { <-sem }()
-			defer d.running.Delete(key)
 			for _, e := range queue {
 				d.stats.InFlight.Add(1)
 				finished := d.one(ctx, e, key)
@@ -210,6 +217,8 @@ func (d *Dispatcher) round(ctx context.Context, sem chan struct{}, wg *sync.Wait
 					break
 				}
 			}
+			d.finished.Store(key, struct{}{})
+			<-sem
 			d.Wake() // a finished queue may unblock more
 		}(queues[key])
 	}

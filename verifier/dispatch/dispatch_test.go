@@ -292,3 +292,31 @@ func TestOrderKeyKeepsEachQueueInOrder(t *testing.T) {
 		t.Errorf("retried %d, want 1", d.Stats().Retried.Load())
 	}
 }
+
+// slowScan is an outbox whose reads take a while after they looked: what
+// they return may have been completed meanwhile.
+type slowScan struct{ *memOutbox }
+
+func (s slowScan) PendingOutbox(ctx context.Context, kind verifier.OutboxKind, now time.Time, limit int) ([]verifier.OutboxEntry, error) {
+	out, err := s.memOutbox.PendingOutbox(ctx, kind, now, limit)
+	time.Sleep(40 * time.Millisecond)
+	return out, err
+}
+
+// An entry a read returned but a worker completed while the read was
+// under way is not handled again.
+func TestStaleReadNotRepeated(t *testing.T) {
+	store := newMemOutbox(entry("x", verifier.OutboxAlert, time.Second))
+	var calls atomic.Int32
+	d := New(slowScan{store}, verifier.OutboxAlert, func(context.Context, verifier.OutboxEntry) error {
+		calls.Add(1)
+		time.Sleep(10 * time.Millisecond)
+		return nil
+	}, Config{Workers: 2, Poll: time.Millisecond}, quiet(), time.Now)
+	run(t, d)
+	waitFor(t, "entry done", func() bool { return store.len() == 0 })
+	time.Sleep(150 * time.Millisecond) // the reads under way finish
+	if n := calls.Load(); n != 1 {
+		t.Errorf("handled %d times, want once", n)
+	}
+}
