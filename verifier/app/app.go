@@ -12,13 +12,13 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -168,7 +168,7 @@ func Run(ctx context.Context, cfg config.Config, openStore OpenStore, log *slog.
 	}
 	goRun("grace timer", func(ctx context.Context) error { return graceLoop(ctx, store, in, log) })
 
-	pool := newPool(runCtx, cfg.Ingest.Workers, in, log)
+	pool := newPool(runCtx, runtime.GOMAXPROCS(0), cfg.Ingest.Workers, in, log)
 	defer pool.close()
 	sub, err := brk.SubscribeReports(ctx, pool.handle)
 	if err != nil {
@@ -458,64 +458,4 @@ func splitHostPort(addr string) (string, int, error) {
 		port = -1
 	}
 	return host, port, nil
-}
-
-// pool runs reports through ingest on a fixed set of workers; each
-// device's reports go to the same worker, so they are handled in order.
-type pool struct {
-	queues []chan job
-	wg     sync.WaitGroup
-}
-
-type job struct {
-	device  string
-	payload []byte
-	ack     func()
-}
-
-func newPool(ctx context.Context, n int, in *ingest.Ingest, log *slog.Logger) *pool {
-	p := &pool{queues: make([]chan job, n)}
-	for i := range p.queues {
-		q := make(chan job, 256)
-		p.queues[i] = q
-		p.wg.Add(1)
-		go func() {
-			defer p.wg.Done()
-			for j := range q {
-				p.work(ctx, in, log, j)
-			}
-		}()
-	}
-	return p
-}
-
-// work handles one report, retrying transient failures (the store) in
-// place so that the device's later reports do not overtake it.
-func (p *pool) work(ctx context.Context, in *ingest.Ingest, log *slog.Logger, j job) {
-	for attempt := 1; ; attempt++ {
-		err := in.HandleReport(ctx, j.device, j.payload)
-		if err == nil {
-			j.ack()
-			return
-		}
-		log.Error("report failed; retrying", "device", j.device, "attempt", attempt, "err", err)
-		select {
-		case <-ctx.Done():
-			return // not acked: the broker delivers it again after a restart
-		case <-time.After(dispatch.Backoff(attempt, 100*time.Millisecond, 10*time.Second)):
-		}
-	}
-}
-
-func (p *pool) handle(device string, payload []byte, ack func()) {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(device))
-	p.queues[h.Sum32()%uint32(len(p.queues))] <- job{device, payload, ack}
-}
-
-func (p *pool) close() {
-	for _, q := range p.queues {
-		close(q)
-	}
-	p.wg.Wait()
 }

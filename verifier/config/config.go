@@ -186,7 +186,8 @@ type Enforce struct {
 // Ingest tunes report processing.
 type Ingest struct {
 	// Workers process reports in parallel; one device's reports always go
-	// to the same worker, in order.
+	// to the same worker, in order. Each waits for its synced commit, so
+	// it takes many to keep the CPU busy.
 	Workers int `toml:"workers"`
 }
 
@@ -210,7 +211,7 @@ func Default() Config {
 		HTTP:    HTTP{Listen: "127.0.0.1:8080"},
 		MQTT:    MQTT{Listen: "127.0.0.1:1883", MaxConnections: 200_000},
 		Enforce: Enforce{Adapter: "none"},
-		Ingest:  Ingest{Workers: 16},
+		Ingest:  Ingest{Workers: 256},
 		Log:     Log{Level: "info", Format: "text"},
 		Store:   StoreConf{CacheMB: 64},
 		CAMARA: CAMARA{TokenTTL: time.Hour, DefaultAreaRadius: 5000,

@@ -385,3 +385,112 @@ func TestReportCellLocated(t *testing.T) {
 		t.Errorf("a failed lookup changed the card: %s", f.state(cardA))
 	}
 }
+
+// Reports checked in a batch and then handled one by one end exactly as
+// when each is handled with HandleReport: same states, outbox, history
+// and counters.
+func TestCheckedBatchSameAsOneByOne(t *testing.T) {
+	type msg struct {
+		topic   string
+		payload []byte
+	}
+	script := func(f *fixture) []msg {
+		f.bind(cardA, &verifier.Binding{IMEIs: []protocol.IMEI{gw1IMEI}, Mode: verifier.ModeBlock, AutoResume: true})
+		f.enroll("gw-3", phone)
+		f.enroll("gw-9", phone)
+		delete(f.store.devices, "gw-9")
+		foreign := f.report("gw-2", gw2IMEI, cardA)
+		f.seq["gw-2"]++
+		forged := &protocol.Report{Version: 1, DeviceID: "gw-2", Seq: f.seq["gw-2"], Time: f.now, Reason: protocol.ReasonChange,
+			IMEI: gw2IMEI, SIM: protocol.SIMPresent, ICCID: cardA, Registration: protocol.Registration{State: protocol.RegHome, Stat: 1}}
+		protocol.SignReport(f.keys["gw-1"], forged)
+		fb, _ := protocol.EncodeReport(forged)
+		return []msg{
+			{"gw-1", f.report("gw-1", gw1IMEI, cardA)},
+			{"gw-2", foreign},
+			{"gw-2", foreign},                          // replayed
+			{"gw-2", fb},                               // forged
+			{"gw-1", f.report("gw-2", gw2IMEI, cardA)}, // on another device's topic
+			{"gw-9", []byte(`{"v":1}`)},                // garbage
+			{"gw-9", f.report("gw-9", phone, cardA)},   // not enrolled
+			{"gw-1", f.report("gw-1", gw1IMEI, cardA)}, // home again: resumed
+			{"gw-3", f.report("gw-3", phone, cardB)},
+		}
+	}
+	one := newFixture(t)
+	for _, m := range script(one) {
+		one.handle(m.topic, m.payload)
+	}
+	batched := newFixture(t)
+	msgs := script(batched)
+	var topics []string
+	var payloads [][]byte
+	for _, m := range msgs {
+		topics = append(topics, m.topic)
+		payloads = append(payloads, m.payload)
+	}
+	ctx := context.Background()
+	for i, c := range batched.in.CheckBatch(ctx, topics, payloads) {
+		if err := batched.in.HandleChecked(ctx, topics[i], c); err != nil {
+			t.Fatalf("HandleChecked %d: %v", i, err)
+		}
+	}
+	if got, want := batched.outboxKinds(), one.outboxKinds(); !slices.Equal(got, want) {
+		t.Errorf("outbox: batched %v, one by one %v", got, want)
+	}
+	if len(batched.store.history) != len(one.store.history) || batched.state(cardA) != one.state(cardA) || batched.state(cardB) != one.state(cardB) {
+		t.Errorf("batched: %d history entries, A %s, B %s; one by one: %d, %s, %s", len(batched.store.history),
+			batched.state(cardA), batched.state(cardB), len(one.store.history), one.state(cardA), one.state(cardB))
+	}
+	counters := func(s *Stats) []uint64 {
+		return []uint64{s.Accepted.Load(), s.Malformed.Load(), s.UnknownDevice.Load(), s.TopicMismatch.Load(),
+			s.Forged.Load(), s.Replayed.Load(), s.UnknownCard.Load()}
+	}
+	if got, want := counters(batched.in.Stats()), counters(one.in.Stats()); !slices.Equal(got, want) {
+		t.Errorf("counters (accepted malformed unknown topic forged replayed unknown-card): batched %v, one by one %v", got, want)
+	}
+	if one.in.Stats().Forged.Load() != 1 || one.in.Stats().Accepted.Load() != 4 {
+		t.Errorf("the script does not exercise what it should: %v", counters(one.in.Stats()))
+	}
+}
+
+// A device that enrols again between the batch check and its turn has
+// its report checked again, against the key it has then.
+func TestCheckedKeyChangedInBetween(t *testing.T) {
+	ctx := context.Background()
+	t.Run("signed with the old key", func(t *testing.T) {
+		f := newFixture(t)
+		p := f.report("gw-1", gw1IMEI, cardA)
+		checked := f.in.CheckBatch(ctx, []string{"gw-1"}, [][]byte{p})
+		dev := f.store.devices["gw-1"]
+		newKey := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
+		dev.PublicKey = newKey.Public().(ed25519.PublicKey)
+		f.store.devices["gw-1"] = dev
+		if err := f.in.HandleChecked(ctx, "gw-1", checked[0]); err != nil {
+			t.Fatal(err)
+		}
+		if f.in.Stats().Forged.Load() != 1 || f.in.Stats().Accepted.Load() != 0 {
+			t.Errorf("forged %d, accepted %d; want the report refused", f.in.Stats().Forged.Load(), f.in.Stats().Accepted.Load())
+		}
+	})
+	t.Run("signed with the new key", func(t *testing.T) {
+		f := newFixture(t)
+		newKey := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
+		oldKey := f.keys["gw-1"]
+		f.keys["gw-1"] = newKey
+		p := f.report("gw-1", gw1IMEI, cardA)
+		checked := f.in.CheckBatch(ctx, []string{"gw-1"}, [][]byte{p}) // the store still has the old key
+		dev := f.store.devices["gw-1"]
+		if !oldKey.Public().(ed25519.PublicKey).Equal(ed25519.PublicKey(dev.PublicKey)) {
+			t.Fatal("fixture: the store should hold the old key")
+		}
+		dev.PublicKey = newKey.Public().(ed25519.PublicKey)
+		f.store.devices["gw-1"] = dev
+		if err := f.in.HandleChecked(ctx, "gw-1", checked[0]); err != nil {
+			t.Fatal(err)
+		}
+		if f.in.Stats().Accepted.Load() != 1 || f.in.Stats().Forged.Load() != 0 {
+			t.Errorf("accepted %d, forged %d; want the report accepted", f.in.Stats().Accepted.Load(), f.in.Stats().Forged.Load())
+		}
+	})
+}

@@ -1,0 +1,80 @@
+package app
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cardbind/cardbind/protocol"
+	"github.com/cardbind/cardbind/verifier"
+	"github.com/cardbind/cardbind/verifier/ingest"
+	"github.com/cardbind/cardbind/verifier/store/pebble"
+)
+
+// Reports of many devices, handed in as the broker would (one goroutine),
+// are all handled and acked, each device's in order: none is refused as a
+// replay, whatever batches the checkers make and whichever workers run.
+func TestPoolKeepsEachDeviceInOrder(t *testing.T) {
+	tests := []struct {
+		name              string
+		checkers, workers int
+		devices, reports  int
+	}{
+		{"one checker, one worker", 1, 1, 4, 20},
+		{"more checkers than devices", 8, 3, 2, 50},
+		{"many of each", 2, 16, 24, 40},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			store, err := pebble.Open(t.TempDir(), pebble.Options{CacheSize: 8 << 20})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer store.Close()
+			keys := make([]ed25519.PrivateKey, tt.devices)
+			for d := range keys {
+				pub, priv, _ := ed25519.GenerateKey(nil)
+				keys[d] = priv
+				dev := &verifier.Device{ID: fmt.Sprintf("gw-%d", d), Tenant: "acme", PublicKey: pub, IMEI: "356938035643809"}
+				if err := store.Commit(ctx, &verifier.Commit{Device: dev}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			in := ingest.New(store, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now)
+			p := newPool(ctx, tt.checkers, tt.workers, in, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			var acked atomic.Int64
+			for seq := 1; seq <= tt.reports; seq++ {
+				for d := range keys {
+					r := &protocol.Report{Version: protocol.Version, DeviceID: fmt.Sprintf("gw-%d", d), Seq: uint64(seq),
+						Time: time.Now().UTC(), Reason: protocol.ReasonHeartbeat, IMEI: "356938035643809", SIM: protocol.SIMAbsent,
+						Registration: protocol.Registration{State: protocol.RegHome, Stat: 1}}
+					protocol.SignReport(keys[d], r)
+					b, err := protocol.EncodeReport(r)
+					if err != nil {
+						t.Fatal(err)
+					}
+					p.handle(r.DeviceID, b, func() { acked.Add(1) })
+				}
+			}
+			p.close()
+			want := int64(tt.devices * tt.reports)
+			s := in.Stats()
+			if acked.Load() != want || s.Accepted.Load() != uint64(want) || s.Replayed.Load() != 0 || s.Forged.Load() != 0 {
+				t.Errorf("acked %d, accepted %d, replayed %d, forged %d; want %d acked and accepted",
+					acked.Load(), s.Accepted.Load(), s.Replayed.Load(), s.Forged.Load(), want)
+			}
+			for d := range keys {
+				dev, err := store.Device(ctx, fmt.Sprintf("gw-%d", d))
+				if err != nil || dev.LastSeq != uint64(tt.reports) {
+					t.Errorf("gw-%d: last seq %v (%v), want %d", d, dev, err, tt.reports)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,156 @@
+package sigcheck
+
+import (
+	"crypto/ed25519"
+	"fmt"
+	"testing"
+
+	voi "github.com/oasisprotocol/curve25519-voi/primitives/ed25519"
+)
+
+// honestItems returns n items signed by n keys.
+func honestItems(t testing.TB, n int) []Item {
+	items := make([]Item, n)
+	for i := range items {
+		pub, priv, err := ed25519.GenerateKey(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := fmt.Appendf(nil, "report %d", i)
+		items[i] = Item{Pub: pub, Msg: msg, Sig: ed25519.Sign(priv, msg)}
+	}
+	return items
+}
+
+// cofactored is the rule VerifyBatch applies to a key not of small order:
+// crypto/ed25519's encoding rules with the cofactored equation.
+func cofactored(it Item) bool {
+	opts := *voi.VerifyOptionsStdLib
+	opts.CofactorlessVerify = false
+	return voi.VerifyWithOptions(voi.PublicKey(it.Pub), it.Msg, it.Sig, &voi.Options{Verify: &opts})
+}
+
+func TestVerifyBatch(t *testing.T) {
+	v := New(0)
+	_, otherPriv, _ := ed25519.GenerateKey(nil)
+	bad := func(items []Item, i int) []Item {
+		items[i].Sig = ed25519.Sign(otherPriv, items[i].Msg)
+		return items
+	}
+	tests := []struct {
+		name  string
+		items []Item
+		want  []bool
+	}{
+		{"empty", nil, []bool{}},
+		{"one", honestItems(t, 1), []bool{true}},
+		{"one forged", bad(honestItems(t, 1), 0), []bool{false}},
+		{"all good", honestItems(t, 64), nil},
+		{"one forged among many", bad(honestItems(t, 8), 5), []bool{true, true, true, true, true, false, true, true}},
+		{"short key", append(honestItems(t, 2), Item{Pub: make([]byte, 31), Msg: []byte("m"), Sig: make([]byte, 64)}), []bool{true, true, false}},
+		{"short signature", append(honestItems(t, 2), Item{Pub: honestItems(t, 1)[0].Pub, Msg: []byte("m"), Sig: make([]byte, 63)}), []bool{true, true, false}},
+		{"key not on the curve", append(honestItems(t, 2), Item{Pub: notOnCurve(), Msg: []byte("m"), Sig: make([]byte, 64)}), []bool{true, true, false}},
+		{"message changed", func() []Item { it := honestItems(t, 3); it[1].Msg = []byte("other"); return it }(), []bool{true, false, true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			want := tt.want
+			if want == nil {
+				want = make([]bool, len(tt.items))
+				for i := range want {
+					want[i] = true
+				}
+			}
+			for pass := range 2 { // keys expanded, then kept
+				got := v.VerifyBatch(tt.items)
+				if fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Errorf("pass %d: got %v, want %v", pass, got, want)
+				}
+			}
+		})
+	}
+}
+
+// notOnCurve returns 32 bytes that decode to no point.
+func notOnCurve() []byte {
+	for b := byte(2); ; b++ {
+		p := make([]byte, 32)
+		p[0] = b
+		if _, err := voi.NewExpandedPublicKey(voi.PublicKey(p)); err != nil {
+			return p
+		}
+	}
+}
+
+// On every edge case, alone and in a batch of honest signatures, VerifyBatch
+// accepts whatever crypto/ed25519 accepts, and otherwise differs from it
+// only by the cofactored equation for keys not of small order.
+func TestVerifyBatchEdgeCases(t *testing.T) {
+	v := New(0)
+	honest := honestItems(t, 7)
+	differ := 0
+	for i, c := range edgeVectors(t) {
+		it := Item{Pub: c.pub, Msg: c.msg, Sig: c.sig}
+		stdlib := ed25519.Verify(c.pub, c.msg, c.sig)
+		want := stdlib
+		if k, ok := v.key(c.pub); ok && !k.smallOrder {
+			want = cofactored(it)
+		}
+		if stdlib && !want {
+			t.Fatalf("vector %d: the rule refuses what crypto/ed25519 accepts", i)
+		}
+		if want != stdlib {
+			differ++
+		}
+		alone := v.VerifyBatch([]Item{it})
+		mixed := v.VerifyBatch(append([]Item{it}, honest...))
+		if alone[0] != want || mixed[0] != want {
+			t.Errorf("vector %d: A=%x sig=%x: alone %v, in a batch %v, want %v (crypto/ed25519 %v)", i, c.pub, c.sig, alone[0], mixed[0], want, stdlib)
+		}
+		for j, ok := range mixed[1:] {
+			if !ok {
+				t.Errorf("vector %d: honest item %d refused next to it", i, j)
+			}
+		}
+	}
+	t.Logf("%d edge vectors accepted by the cofactored equation only", differ)
+}
+
+func FuzzVerifyBatch(f *testing.F) {
+	honest := honestItems(f, 3)
+	for _, it := range honest {
+		f.Add(it.Pub, it.Msg, it.Sig)
+	}
+	f.Add(make([]byte, 32), []byte("m"), make([]byte, 64))
+	v := New(0)
+	f.Fuzz(func(t *testing.T, pub, msg, sig []byte) {
+		it := Item{Pub: pub, Msg: msg, Sig: sig}
+		stdlib := len(pub) == ed25519.PublicKeySize && ed25519.Verify(pub, msg, sig)
+		got := v.VerifyBatch(append([]Item{it}, honest...))
+		if stdlib && !got[0] {
+			t.Fatalf("refused what crypto/ed25519 accepts: A=%x sig=%x", pub, sig)
+		}
+		if got[0] && !stdlib && !cofactored(it) {
+			t.Fatalf("accepted what neither equation accepts: A=%x sig=%x", pub, sig)
+		}
+		for j, ok := range got[1:] {
+			if !ok {
+				t.Fatalf("honest item %d refused", j)
+			}
+		}
+	})
+}
+
+func BenchmarkVerifyBatch(b *testing.B) {
+	for _, n := range []int{1, 16, 64} {
+		items := honestItems(b, n)
+		v := New(0)
+		v.VerifyBatch(items)
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			for b.Loop() {
+				v.VerifyBatch(items)
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*n), "µs/sig")
+		})
+	}
+}
