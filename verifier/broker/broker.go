@@ -43,6 +43,11 @@ type Stats struct {
 	PublishRefused uint64
 	// SubscribeRefused counts refused subscriptions (SUBACK 0x80).
 	SubscribeRefused uint64
+	// ClientIDRefused counts connections refused for their MQTT client
+	// id (a device presenting an id other than its own, a subscriber one
+	// that another principal's connection holds or another tenant owns);
+	// AuthRefused counts them too.
+	ClientIDRefused uint64
 	// ReportsDelivered counts reports handed to a ReportHandler,
 	// redeliveries included; ReportsAcked counts their acks.
 	ReportsDelivered, ReportsAcked uint64
@@ -62,6 +67,7 @@ func (b *Broker) Connections() int {
 type counters struct {
 	authAccepted, authRefused        atomic.Uint64
 	publishRefused, subscribeRefused atomic.Uint64
+	clientIDRefused                  atomic.Uint64
 	reportsDelivered, reportsAcked   atomic.Uint64
 	commands, alerts                 atomic.Uint64
 }
@@ -74,6 +80,7 @@ type Broker struct {
 	srv    *server.Server
 	slog   *serverLog
 	hook   *authHook
+	ids    *serverRegistry
 	secret string      // internal password
 	tlsCfg *tls.Config // MQTT listener TLS, nil without
 	stats  counters
@@ -156,6 +163,8 @@ func New(cfg Config, auth Authenticator, logger *slog.Logger) (*Broker, error) {
 	ctx := context.Background()
 	srv.SetLoggerV2(b.slog, logger.Enabled(ctx, slog.LevelDebug), logger.Enabled(ctx, levelTrace), false)
 	b.srv = srv
+	b.ids = &serverRegistry{srv: srv}
+	b.hook.ids = b.ids
 	return b, nil
 }
 
@@ -214,6 +223,9 @@ func (b *Broker) Start(ctx context.Context) (err error) {
 	if err := b.ensureReportConsumer(ctx); err != nil {
 		return fmt.Errorf("broker: start: %w", err)
 	}
+	if b.ids.kv, err = b.ensureClientIDBucket(ctx); err != nil {
+		return fmt.Errorf("broker: start: %w", err)
+	}
 
 	b.wg.Add(1)
 	go b.logViolations()
@@ -239,6 +251,7 @@ func (b *Broker) Stats() Stats {
 		AuthRefused:       s.authRefused.Load(),
 		PublishRefused:    s.publishRefused.Load(),
 		SubscribeRefused:  s.subscribeRefused.Load(),
+		ClientIDRefused:   s.clientIDRefused.Load(),
 		ReportsDelivered:  s.reportsDelivered.Load(),
 		ReportsAcked:      s.reportsAcked.Load(),
 		CommandsPublished: s.commands.Load(),

@@ -100,7 +100,7 @@ func TestTenantCannotPublish(t *testing.T) {
 	b := startBroker(t, Config{}, testAuth(t))
 	t1 := mustDial(t, b.MQTTAddr(), clientOpts{user: "t1-watch", pass: secretT1})
 	got := make(chan string, 10)
-	t1b := mustDial(t, b.MQTTAddr(), clientOpts{user: "t1-watch", pass: secretT1})
+	t1b := mustDial(t, b.MQTTAddr(), clientOpts{id: "t1-watch-2", user: "t1-watch", pass: secretT1})
 	subscribe(t, t1b, protocol.AlertFilter("t1"), 1, func(_ mqtt.Client, m mqtt.Message) { got <- string(m.Payload()) })
 	mustPublish(t, t1, protocol.AlertTopic("t1", protocol.AlertBlocked), 1, []byte("forged alert"))
 	if n := b.Stats().PublishRefused; n != 1 {
@@ -379,7 +379,7 @@ func TestDeviceStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	opts := mqtt.NewClientOptions().AddBroker("tcp://"+b.MQTTAddr()).
-		SetClientID("d1-status").SetUsername("d1").SetPassword(secretD1).
+		SetClientID("d1").SetUsername("d1").SetPassword(secretD1).
 		SetProtocolVersion(4).SetAutoReconnect(false).
 		SetWill(protocol.StatusTopic("d1"), protocol.StatusOffline, 1, true)
 	d1 := mqtt.NewClient(opts)

@@ -21,6 +21,42 @@
 // (server/mqtt.go processJSConsumer); MQTT clients cannot name "$MQTT."
 // subjects in their own SUBSCRIBEs, so it grants nothing else.
 //
+// # MQTT client ids: no session takeover
+//
+// A CONNECT with a client id that an open connection holds closes that
+// connection and takes its session over (MQTT 3.1.1 section 3.1.4; with
+// a clean session it also wipes the stored session). So the client id is
+// checked too, before nats-server acts on it:
+//
+//	device d     must use client id d (what cardbind's agent sends)
+//	tenant t     any id, unless an open connection of another principal
+//	             holds it (a device's, another tenant's) or another tenant
+//	             owns it; the first tenant to use an id owns it for good
+//	             (JetStream bucket cardbind_mqtt_client_ids, keyed by the
+//	             id's SHA-256), so an offline persistent session is safe
+//	             too; ids starting "cardbind-internal-" are the broker's
+//
+// Subscribers of one tenant share its ids (a rotated credential resumes
+// the session). A refused connection gets CONNACK 5, not authorized (an
+// authenticator cannot pick 2, identifier rejected), the holder stays
+// connected, and Stats.ClientIDRefused counts it (within AuthRefused),
+// with a warning that names the principal and the id.
+//
+// Not covered: a subscriber may use the id of a device that is offline
+// (devices are told apart by credential, not by a reserved id syntax).
+// cardbind's agent uses a clean session, so there is nothing to take;
+// the device takes its id back when it connects, and the subscriber is
+// refused while it is connected. Claims are never released: an id a
+// tenant used once stays its own until an operator deletes the key.
+//
+// nats-server gives the authenticator no accessor for the client id
+// (ClientOpts has no MQTT field). It does append it, quoted, to the
+// connection's label right after reading CONNECT and before it calls the
+// authenticator (server/mqtt.go mqttParse, then mqttProcessConnect), and
+// the hook reads it from there. A label of another shape refuses every
+// outside MQTT connection rather than skip the check, so a nats-server
+// upgrade that changes it fails this package's tests.
+//
 // # Refused publishes are counted
 //
 // nats-server drops a publish outside the permissions but still PUBACKs a

@@ -103,7 +103,7 @@ func (b *testBroker) stop(t testing.TB) {
 }
 
 type clientOpts struct {
-	id      string
+	id      string // MQTT client id; default user
 	user    string
 	pass    string
 	persist bool // CleanSession=false
@@ -115,7 +115,8 @@ type clientOpts struct {
 func dial(t testing.TB, addr string, o clientOpts) (mqtt.Client, error) {
 	t.Helper()
 	if o.id == "" {
-		o.id = fmt.Sprintf("%s-%d", o.user, time.Now().UnixNano())
+		// A device must use its device id (= its username here).
+		o.id = o.user
 	}
 	opts := mqtt.NewClientOptions().
 		AddBroker("tcp://" + addr).

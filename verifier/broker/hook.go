@@ -24,6 +24,8 @@ type authHook struct {
 	baseCtx    context.Context
 	stats      *counters
 	log        *slog.Logger
+	// ids answers who holds and who owns an MQTT client id.
+	ids idRegistry
 	// ready opens the door to outside clients once Start has set up what
 	// a PUBACKed report needs (the durable report consumer).
 	ready atomic.Bool
@@ -62,19 +64,36 @@ func (h *authHook) Check(c server.ClientAuthentication) bool {
 	if err := p.Validate(); err != nil {
 		return h.refuse(c, o.Username, fmt.Errorf("authenticator returned a bad principal: %w", err))
 	}
+	// Before nats-server binds the client id to this connection (and
+	// closes the connection that holds it, taking its session over).
+	clientID, err := mqttClientID(c)
+	if err != nil {
+		// Fail closed: without the id the takeover guard cannot run.
+		return h.refuse(c, o.Username, fmt.Errorf("%w: %w", errClientID, err), "principal", p.String())
+	}
+	if err := checkClientID(ctx, p, clientID, c.GetID(), h.ids); err != nil {
+		return h.refuse(c, o.Username, err, "principal", p.String(), "client_id", truncate(clientID, 80))
+	}
 	c.RegisterUser(&server.User{Username: p.String(), Permissions: permissions(p)})
 	h.stats.authAccepted.Add(1)
 	return true
 }
 
-func (h *authHook) refuse(c server.ClientAuthentication, username string, err error) bool {
+// refuse counts and logs a refused connection; attrs are extra log
+// attributes. Wrong credentials are logged at debug level (an internet-
+// facing listener sees plenty), everything else, a refused client id
+// among it, at warn.
+func (h *authHook) refuse(c server.ClientAuthentication, username string, err error, attrs ...any) bool {
 	h.stats.authRefused.Add(1)
+	if errors.Is(err, errClientID) {
+		h.stats.clientIDRefused.Add(1)
+	}
 	level := slog.LevelDebug
 	if !errors.Is(err, ErrUnauthorized) {
 		level = slog.LevelWarn
 	}
 	h.log.Log(h.baseCtx, level, "broker: connection refused",
-		"username", truncate(username, 80), "remote", remoteOf(c), "err", err)
+		append([]any{"username", truncate(username, 80), "remote", remoteOf(c), "err", err}, attrs...)...)
 	return false
 }
 

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -115,7 +116,7 @@ func TestTLSListener(t *testing.T) {
 
 	tlsDial := func(user, pass string) mqtt.Client {
 		o := mqtt.NewClientOptions().AddBroker("ssl://" + b.MQTTAddr()).
-			SetClientID(user + "-tls").SetUsername(user).SetPassword(pass).
+			SetClientID(user).SetUsername(user).SetPassword(pass).
 			SetProtocolVersion(4).SetAutoReconnect(false).
 			SetTLSConfig(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
 		c := mqtt.NewClient(o)
@@ -149,5 +150,40 @@ func TestTLSListener(t *testing.T) {
 	// Plain MQTT is not served.
 	if _, err := dial(t, b.MQTTAddr(), clientOpts{user: "d1", pass: secretD1}); err == nil {
 		t.Fatal("plain MQTT accepted on the TLS listener")
+	}
+}
+
+// TestMosquittoSubClientIDRefused: mosquitto_sub with tenant t2's
+// credential and the client id of t1's console is refused with "not
+// authorised" (what docs/operations.md quotes), and the console stays.
+func TestMosquittoSubClientIDRefused(t *testing.T) {
+	bin, err := exec.LookPath("mosquitto_sub")
+	if err != nil {
+		t.Skip("mosquitto_sub not installed (Debian package mosquitto-clients; scripts/install-test-deps.sh)")
+	}
+	b := startBroker(t, Config{}, testAuth(t))
+	host, port, _ := net.SplitHostPort(b.MQTTAddr())
+	lost := make(chan string, 1)
+	console := dialWatched(t, b.MQTTAddr(), clientOpts{id: "t1-console", user: "t1-watch", pass: secretT1, persist: true},
+		func(mqtt.Client, error) { lost <- "t1-console" })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "-V", "mqttv311", "-h", host, "-p", port,
+		"-u", "t2-watch", "-P", secretT2, "-q", "1", "-c", "-i", "t1-console",
+		"-t", protocol.AlertFilter("t2"), "-C", "1").CombinedOutput()
+	if err == nil {
+		t.Fatalf("mosquitto_sub connected with another tenant's client id:\n%s", out)
+	}
+	t.Logf("mosquitto_sub: %s", bytes.TrimSpace(out))
+	if !strings.Contains(string(out), "not authorised") {
+		t.Errorf("mosquitto_sub said %q, want it to say \"not authorised\"", out)
+	}
+	if n := b.Stats().ClientIDRefused; n != 1 {
+		t.Errorf("ClientIDRefused = %d, want 1", n)
+	}
+	noMore(t, lost, 200*time.Millisecond)
+	if !console.IsConnectionOpen() {
+		t.Fatal("the console was disconnected")
 	}
 }
