@@ -50,6 +50,7 @@ func newMetrics(in *ingest.Ingest, brk *broker.Broker) *metrics {
 	brokerCounters := map[string]func(broker.Stats) uint64{
 		"auth_accepted":     func(s broker.Stats) uint64 { return s.AuthAccepted },
 		"auth_refused":      func(s broker.Stats) uint64 { return s.AuthRefused },
+		"client_id_refused": func(s broker.Stats) uint64 { return s.ClientIDRefused },
 		"publish_refused":   func(s broker.Stats) uint64 { return s.PublishRefused },
 		"subscribe_refused": func(s broker.Stats) uint64 { return s.SubscribeRefused },
 		"alerts_published":  func(s broker.Stats) uint64 { return s.AlertsPublished },
