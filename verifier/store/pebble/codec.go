@@ -213,6 +213,9 @@ var errCorrupt = errors.New("corrupt value")
 type reader struct {
 	b   []byte
 	err error
+	// src, when set, is the value b started as, as a string: strings
+	// are cut from it, one allocation for all of a card's strings.
+	src string
 }
 
 func (r *reader) uvarint() uint64 {
@@ -250,7 +253,12 @@ func (r *reader) string() string {
 		r.err = errCorrupt
 		return ""
 	}
-	s := string(r.b[:n])
+	var s string
+	if off := len(r.src) - len(r.b); r.src != "" {
+		s = r.src[off : off+int(n)]
+	} else {
+		s = string(r.b[:n])
+	}
 	r.b = r.b[n:]
 	return s
 }
@@ -285,7 +293,7 @@ func decodeCard(iccid protocol.ICCID, v []byte) (*verifier.Card, error) {
 	if len(v) == 0 || v[0] != formatCard {
 		return nil, fmt.Errorf("card %s: unknown value format: %w", iccid, errCorrupt)
 	}
-	r := &reader{b: v[1:]}
+	r := &reader{b: v[1:], src: string(v[1:])}
 	mask := r.uvarint()
 	if mask&^cKnown != 0 {
 		return nil, fmt.Errorf("card %s: unknown fields %#x (written by a newer cardbind?): %w", iccid, mask&^cKnown, errCorrupt)

@@ -8,7 +8,8 @@
 // "BE" a big-endian uint64, so keys sort the way the scans need them:
 //
 //	c <iccid>                          card (inventory, binding, status)
-//	i <kind> 0 <value>                 index -> ICCID (kind imsi, msisdn, ipv4, ipv6, nai)
+//	I <kind byte> <BCD digits>         IMSI or MSISDN index -> packed ICCID (see index.go)
+//	i <kind> 0 <value>                 other index -> ICCID (kind ipv4, ipv6, nai; imsi, msisdn that do not pack)
 //	h <iccid> 0 <seq BE>               history entry
 //	g <grace until, unix ns BE> <iccid> card in grace, by deadline (empty value)
 //	o <kind> 0 <created, unix ns BE> <id>  outbox entry, oldest first per kind
@@ -26,7 +27,8 @@
 // field is a new mask bit, so old values stay readable. History entries and devices
 // are JSON. Outbox entries are JSON after an 8-byte NotBefore, so
 // PendingOutbox passes over backed-off entries without decoding them.
-// Index values are the bare ICCID.
+// Index values are the ICCID, packed to nibbles in the IMSI and MSISDN
+// indexes, bare in the others (index.go).
 //
 // # Writes and concurrency
 //
@@ -83,7 +85,8 @@ type Options struct {
 	// levels) or "none".
 	Compression string
 	// Logger receives Pebble's own log lines (nil: discarded, except
-	// errors, which go to slog.Default()).
+	// errors, which go to slog.Default()) and the store's migration of
+	// index entries written by earlier versions (nil: slog.Default()).
 	Logger *slog.Logger
 	// WALMinSyncInterval is the least time between two syncs of the
 	// write-ahead log (default DefaultWALMinSyncInterval; negative: none).
@@ -123,6 +126,15 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	db, err := pdb.Open(dir, po)
 	if err != nil {
+		cache.Unref()
+		return nil, fmt.Errorf("pebble: open %s: %w", dir, err)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := migrateIndexes(db, log); err != nil {
+		err = errors.Join(err, db.Close())
 		cache.Unref()
 		return nil, fmt.Errorf("pebble: open %s: %w", dir, err)
 	}
@@ -215,12 +227,6 @@ func (s *Store) Close() error {
 // Keys.
 
 func cardKey(iccid protocol.ICCID) []byte { return append([]byte{'c'}, iccid...) }
-
-func indexKey(kind verifier.IndexKind, value string) []byte {
-	k := make([]byte, 0, 2+len(kind)+len(value))
-	k = append(append(append(k, 'i'), kind...), 0)
-	return append(k, value...)
-}
 
 func historyPrefix(iccid protocol.ICCID) []byte {
 	return append(append([]byte{'h'}, iccid...), 0)
@@ -397,15 +403,19 @@ func (s *Store) FindCard(ctx context.Context, by verifier.IndexKind, value strin
 	if value == "" {
 		return nil, verifier.ErrNotFound
 	}
-	v, closer, err := s.db.Get(indexKey(by, value))
+	key := indexKey(by, value)
+	v, closer, err := s.db.Get(key)
 	if errors.Is(err, pdb.ErrNotFound) {
 		return nil, verifier.ErrNotFound
 	}
 	if err != nil {
 		return nil, fmt.Errorf("pebble: get index %s: %w", by, err)
 	}
-	iccid := protocol.ICCID(v)
+	iccid, err := indexTarget(key, v)
 	_ = closer.Close()
+	if err != nil {
+		return nil, fmt.Errorf("pebble: %s %s: %w", by, value, err)
+	}
 	c, err := readCard(s.db, iccid)
 	if err != nil {
 		return nil, err

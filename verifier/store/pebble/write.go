@@ -57,14 +57,21 @@ func putCard(b *pdb.Batch, w cardWrite) error {
 			case errors.Is(err, verifier.ErrNotFound):
 			case err != nil:
 				return err
-			case string(cur) == string(iccid):
-				if err := b.Delete(k, nil); err != nil {
-					return err
+			default:
+				holder, err := indexTarget(k, cur)
+				if err != nil {
+					return fmt.Errorf("%s %s: %w", kind, ov, err)
+				}
+				if holder == iccid {
+					if err := b.Delete(k, nil); err != nil {
+						return err
+					}
 				}
 			}
 		}
 		if nv != "" {
-			if err := b.Set(indexKey(kind, nv), []byte(iccid), nil); err != nil {
+			k := indexKey(kind, nv)
+			if err := b.Set(k, indexValueOf(k, iccid), nil); err != nil {
 				return err
 			}
 		}
