@@ -11,17 +11,30 @@ import (
 	"github.com/cardbind/cardbind/verifier/ingest"
 )
 
-// maxCheckBatch is the most reports whose signatures are checked in one
-// batch.
-const maxCheckBatch = 64
+// How reports are batched for their signature checks: at most
+// maxCheckBatch in one batch; a batch that has fewer than fullEnough once
+// the waiting reports are taken waits up to linger for more. A signature
+// costs about 41 µs alone, 23 µs in a batch of 16 and 17 µs in one of 64,
+// so at a steady few thousand reports a second the wait saves a fifth of
+// the verifier's CPU for at most a millisecond on each report.
+const (
+	maxCheckBatch = 64
+	fullEnough    = 16
+	linger        = time.Millisecond
+)
+
+// checkersFor returns how many checkers to run on procs CPUs: one per four,
+// at least one. A checker handles some 40,000 reports a second, and fewer
+// checkers make fuller batches.
+func checkersFor(procs int) int { return max(1, (procs+3)/4) }
 
 // pool runs reports through ingest in two steps. Checkers take whatever
 // reports are waiting, up to maxCheckBatch, decode them and check their
 // signatures in one batch (ingest.CheckBatch); workers then handle them
 // one at a time, each waiting for its synced commit. A device's reports
 // always go to the same checker and the same worker, so they are handled
-// in order. Under load the batches fill by themselves; a lone report is
-// checked on its own at once, without waiting for company.
+// in order. Under load the batches fill by themselves; below it a checker
+// waits up to linger for company.
 type pool struct {
 	in       *ingest.Ingest
 	log      *slog.Logger
@@ -70,20 +83,10 @@ func (p *pool) check(ctx context.Context, q chan job) {
 	batch := make([]job, 0, maxCheckBatch)
 	devices := make([]string, 0, maxCheckBatch)
 	payloads := make([][]byte, 0, maxCheckBatch)
+	wait := time.NewTimer(linger)
+	wait.Stop()
 	for j := range q {
-		batch = append(batch[:0], j)
-	fill:
-		for len(batch) < maxCheckBatch {
-			select {
-			case j, ok := <-q:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, j)
-			default:
-				break fill
-			}
-		}
+		batch = gather(q, append(batch[:0], j), wait)
 		devices, payloads = devices[:0], payloads[:0]
 		for _, j := range batch {
 			devices = append(devices, j.device)
@@ -95,6 +98,47 @@ func (p *pool) check(ctx context.Context, q chan job) {
 			p.workers[j.hash%uint32(len(p.workers))] <- j
 		}
 	}
+}
+
+// gather adds to batch what waits in q, up to maxCheckBatch; while it has
+// fewer than fullEnough it waits for more, until linger has passed (wait is
+// a stopped timer, left stopped) or q is closed.
+func gather(q chan job, batch []job, wait *time.Timer) []job {
+	waiting := false
+	defer func() {
+		if waiting {
+			wait.Stop()
+		}
+	}()
+	for len(batch) < maxCheckBatch {
+		select {
+		case j, ok := <-q:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, j)
+			continue
+		default:
+		}
+		if len(batch) >= fullEnough {
+			return batch
+		}
+		if !waiting {
+			wait.Reset(linger)
+			waiting = true
+		}
+		select {
+		case j, ok := <-q:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, j)
+		case <-wait.C:
+			waiting = false
+			return batch
+		}
+	}
+	return batch
 }
 
 // work handles one report, retrying transient failures (the store) in

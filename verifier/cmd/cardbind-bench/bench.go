@@ -259,6 +259,9 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		res.VerifierRSS = m.Peak
 	}
 	v.Stop(20 * time.Second)
+	if n, first := logErrors(filepath.Join(o.workDir, "verifier.log")); n > 0 {
+		logf("the verifier logged %d errors (figures may be off); the first: %s", n, first)
+	}
 
 	printSummary(stdout, res)
 	if o.jsonFile != "" {
@@ -465,4 +468,24 @@ func latencyPhase(ctx context.Context, o options, a *admin, nw *network.Network,
 	lat.Swaps = swaps
 	lat.BackgroundRate = float64(acc1-acc0) / lat.Duration.Seconds()
 	return lat, strings.Join(notes, "; "), nil
+}
+
+// logErrors counts the error lines in a child's log (text or JSON slog)
+// and returns the first, so that a run whose verifier failed and retried
+// reports do not pass unnoticed.
+func logErrors(path string) (int, string) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, ""
+	}
+	n, first := 0, ""
+	for line := range strings.Lines(string(b)) {
+		if strings.Contains(line, "level=ERROR") || strings.Contains(line, `"level":"ERROR"`) {
+			if n == 0 {
+				first = strings.TrimSpace(line)
+			}
+			n++
+		}
+	}
+	return n, first
 }
