@@ -2,13 +2,20 @@
 // built for: it loads N cards (inventory through UpsertInventory, then a
 // binding each through Commit, as the admin bulk import and bulk binding
 // do), reports the load rates, the disk size, the process RSS and the
-// close and reopen times, then runs random point verifications (Card by
-// ICCID and FindCard by IMSI) from G goroutines, and the same lookups as
-// raw Pebble Gets on the same files, so the store's own cost shows as a
-// ratio.
+// close and reopen times, then runs random point lookups from G
+// goroutines, and the same lookups as raw Pebble Gets on the same files,
+// so the store's own cost shows as a ratio. The settled loops (-loops)
+// are verify (Card by ICCID, then FindCard by IMSI of another card),
+// card (Card alone, an agent report's lookup) and imsi (FindCard by IMSI
+// alone, a RADIUS accounting record's lookup: index entry, then card).
+// Raw and store alternate twice, each on a fresh open with its own block
+// cache; -warmup runs random verifications after each open first, so a
+// large store is measured with a warm cache rather than while it fills.
+// Each loop reports its block cache hit rate.
 //
 //	go run ./verifier/store/pebble/cmd/storebench                   # 1M cards
 //	go run ./verifier/store/pebble/cmd/storebench -cards 30000000   # the full run
+//	storebench -reuse -dir DIR -cards N -bind=false -cache 4096 -warmup 45s -duration 30s -loops imsi
 //
 // Data goes to a new temporary directory that is removed at the end,
 // unless -dir names one (-keep keeps it).
@@ -26,6 +33,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -61,7 +70,13 @@ type config struct {
 	compression string
 	settle      time.Duration
 	reuse       bool
+	warmup      time.Duration
+	loops       []string
+	cpuprofile  string
 }
+
+// loopKinds are the settled read loops -loops may name.
+var loopKinds = []string{"verify", "card", "imsi"}
 
 func run(args []string, stdout, stderr io.Writer) error {
 	var c config
@@ -80,8 +95,19 @@ func run(args []string, stdout, stderr io.Writer) error {
 	flags.StringVar(&c.compression, "compression", "balanced", "balanced, fastest, good or none")
 	flags.BoolVar(&c.reuse, "reuse", false, "skip the load: measure the cards a previous -keep run left in -dir (same -cards and -bind)")
 	flags.DurationVar(&c.settle, "settle", 30*time.Minute, "longest wait for compactions to finish before the settled reads")
+	flags.DurationVar(&c.warmup, "warmup", 0, "random lookups (Card and FindCard by IMSI) after each open, before the measured loops, to warm the block cache")
+	loops := flags.String("loops", strings.Join(loopKinds, ","), "settled loops to run: verify (Card + FindCard by IMSI), card (Card alone), imsi (FindCard by IMSI alone)")
+	flags.StringVar(&c.cpuprofile, "cpuprofile", "", "write a CPU profile of the settled loops (raw and store) to this file")
 	if err := flags.Parse(args); err != nil {
 		return err
+	}
+	for _, l := range strings.Split(*loops, ",") {
+		if !slices.Contains(loopKinds, l) {
+			return fmt.Errorf("-loops: unknown loop %q (%s)", l, strings.Join(loopKinds, ", "))
+		}
+		if !slices.Contains(c.loops, l) {
+			c.loops = append(c.loops, l)
+		}
 	}
 	if c.cards <= 0 || c.batch <= 0 || c.loaders <= 0 || c.binders <= 0 || c.readers <= 0 {
 		return errors.New("-cards, -batch, -loaders, -binders and -readers must be positive")
@@ -125,8 +151,8 @@ func (b *bench) opts() pebble.Options {
 func (b *bench) report(format string, args ...any) { fmt.Fprintf(b.out, format+"\n", args...) }
 
 func (b *bench) run(ctx context.Context) error {
-	b.report("storebench: %d cards, batch %d, %d loaders, bind %v (%d committers), %d readers, %s loops, cache %d MiB, compression %s, GOMAXPROCS %d",
-		b.cards, b.batch, b.loaders, b.bind, b.binders, b.readers, b.duration, b.cacheMB, b.compression, runtime.GOMAXPROCS(0))
+	b.report("storebench: %d cards, batch %d, %d loaders, bind %v (%d committers), %d readers, %s loops (%s) after %s warm-up, cache %d MiB, compression %s, GOMAXPROCS %d",
+		b.cards, b.batch, b.loaders, b.bind, b.binders, b.readers, b.duration, strings.Join(b.loops, ", "), b.warmup, b.cacheMB, b.compression, runtime.GOMAXPROCS(0))
 	s, err := pebble.Open(b.dir, b.opts())
 	if err != nil {
 		return err
@@ -168,7 +194,7 @@ func (b *bench) run(ctx context.Context) error {
 	// Reads while the LSM tree still digests the load, as during an
 	// import.
 	b.report("read amplification after the load: %d", s.Metrics().ReadAmp())
-	unsettled, _, err := b.storeReads(ctx, s, false)
+	unsettled, _, err := b.loopFor(b.duration, 42, b.storeLookup(ctx, s, "verify"))
 	if err != nil {
 		s.Close()
 		return err
@@ -203,54 +229,150 @@ func (b *bench) run(ctx context.Context) error {
 	if err := b.tableSizes(); err != nil {
 		return err
 	}
+	if b.cpuprofile != "" {
+		f, err := os.Create(b.cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	// Raw Pebble on the same files, then the store, twice over, so
 	// neither has the warmer cache or the quieter machine throughout.
-	raw, rawN, store, storeN, err := b.alternate(ctx, false)
+	res, err := b.alternate(ctx)
 	if err != nil {
 		return err
 	}
-	b.report("verifications settled (Card by ICCID + FindCard by IMSI, %d readers, 2 x %s each, alternating):", b.readers, b.duration)
-	b.report("  store:    %8.0f/s  (%d)", store, storeN)
-	b.report("  raw Get:  %8.0f/s  (%d; 3 Gets each: card, index, card)", raw, rawN)
-	b.report("  ratio:    %.2f", store/raw)
-	b.report("point reads/s through the store (Card + FindCard each count one): %.0f", 2*store)
-	// An agent's report names its card by ICCID: one Card call.
-	raw, rawN, store, storeN, err = b.alternate(ctx, true)
-	if err != nil {
-		return err
+	for _, kind := range b.loops {
+		r := res[kind]
+		switch kind {
+		case "verify":
+			b.report("verifications settled (Card by ICCID + FindCard by IMSI, %d readers, 2 x %s each, alternating):", b.readers, b.duration)
+			b.report("  store:    %8.0f/s  (%d; block cache hits %.1f%%)", r.store.rate, r.store.n, r.store.hitRate())
+			b.report("  raw Get:  %8.0f/s  (%d; 3 Gets each: card, index, card; block cache hits %.1f%%)", r.raw.rate, r.raw.n, r.raw.hitRate())
+			b.report("  ratio:    %.2f", r.store.rate/r.raw.rate)
+			b.report("point reads/s through the store (Card + FindCard each count one): %.0f", 2*r.store.rate)
+		case "card":
+			// An agent's report names its card by ICCID: one Card call.
+			b.report("card lookups settled (Card by ICCID alone, as for an agent report; %d readers, 2 x %s each, alternating):", b.readers, b.duration)
+			b.report("  store:    %8.0f/s  (%d; block cache hits %.1f%%)", r.store.rate, r.store.n, r.store.hitRate())
+			b.report("  raw Get:  %8.0f/s  (%d; block cache hits %.1f%%)", r.raw.rate, r.raw.n, r.raw.hitRate())
+			b.report("  ratio:    %.2f", r.store.rate/r.raw.rate)
+		case "imsi":
+			// A RADIUS accounting record names its card by IMSI.
+			b.report("IMSI lookups settled (FindCard by IMSI alone, as for a RADIUS record; %d readers, 2 x %s each, alternating):", b.readers, b.duration)
+			b.report("  store:    %8.0f/s  (%d; block cache hits %.1f%%)", r.store.rate, r.store.n, r.store.hitRate())
+			b.report("  raw Get:  %8.0f/s  (%d; 2 Gets each: index, card; block cache hits %.1f%%)", r.raw.rate, r.raw.n, r.raw.hitRate())
+			b.report("  ratio:    %.2f", r.store.rate/r.raw.rate)
+		}
 	}
-	b.report("card lookups settled (Card by ICCID alone, as for an agent report; %d readers, 2 x %s each, alternating):", b.readers, b.duration)
-	b.report("  store:    %8.0f/s  (%d)", store, storeN)
-	b.report("  raw Get:  %8.0f/s  (%d)", raw, rawN)
-	b.report("  ratio:    %.2f", store/raw)
 	b.report("after reads: %s", rss())
 	return nil
 }
 
-// alternate runs the raw and the store lookups twice each, alternating,
-// so that neither has the warmer cache or the quieter machine
-// throughout; cardOnly looks up cards by ICCID alone.
-func (b *bench) alternate(ctx context.Context, cardOnly bool) (raw float64, rawN int64, store float64, storeN int64, err error) {
-	for range 2 {
-		r, n, err := b.rawReads(cardOnly)
+// result is one kind of loop's outcome, summed over its runs.
+type result struct {
+	rate         float64 // mean of the runs' lookups per second
+	n            int64
+	hits, misses int64 // block cache, during the measured loops
+}
+
+func (r *result) add(rate float64, n int64, before, after pdb.CacheMetrics, runs int) {
+	r.rate += rate / float64(runs)
+	r.n += n
+	r.hits += after.Hits - before.Hits
+	r.misses += after.Misses - before.Misses
+}
+
+func (r result) hitRate() float64 {
+	if r.hits+r.misses == 0 {
+		return 0
+	}
+	return 100 * float64(r.hits) / float64(r.hits+r.misses)
+}
+
+// rawStore is a loop kind's raw and store results.
+type rawStore struct{ raw, store result }
+
+// alternate opens raw Pebble, then the store, on the same files, twice
+// over, so that neither has the warmer cache or the quieter machine
+// throughout. After each open it warms the block cache for -warmup,
+// then runs every loop of -loops on that open.
+func (b *bench) alternate(ctx context.Context) (map[string]*rawStore, error) {
+	const rounds = 2
+	res := map[string]*rawStore{}
+	for _, kind := range b.loops {
+		res[kind] = &rawStore{}
+	}
+	for range rounds {
+		db, err := b.openRaw()
 		if err != nil {
-			return 0, 0, 0, 0, err
+			return nil, err
 		}
-		raw, rawN = raw+r/2, rawN+n
+		err = b.runLoops(db.Metrics, func(kind string) func(*rand.Rand) error { return b.rawLookup(db, kind) },
+			func(kind string, rate float64, n int64, before, after pdb.CacheMetrics) {
+				res[kind].raw.add(rate, n, before, after, rounds)
+			})
+		if cerr := db.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return nil, err
+		}
 		s, err := pebble.Open(b.dir, b.opts())
 		if err != nil {
-			return 0, 0, 0, 0, err
+			return nil, err
 		}
-		r, n, err = b.storeReads(ctx, s, cardOnly)
+		err = b.runLoops(s.Metrics, func(kind string) func(*rand.Rand) error { return b.storeLookup(ctx, s, kind) },
+			func(kind string, rate float64, n int64, before, after pdb.CacheMetrics) {
+				res[kind].store.add(rate, n, before, after, rounds)
+			})
 		if cerr := s.Close(); err == nil {
 			err = cerr
 		}
 		if err != nil {
-			return 0, 0, 0, 0, err
+			return nil, err
 		}
-		store, storeN = store+r/2, storeN+n
 	}
-	return raw, rawN, store, storeN, nil
+	return res, nil
+}
+
+// runLoops warms the cache with the verify lookups for -warmup, then
+// runs each loop of -loops for -duration and hands its rate, count and
+// the block cache metrics around it to done.
+func (b *bench) runLoops(metrics func() *pdb.Metrics, lookup func(kind string) func(*rand.Rand) error,
+	done func(kind string, rate float64, n int64, before, after pdb.CacheMetrics)) error {
+	if b.warmup > 0 {
+		t := time.Now()
+		rate, _, err := b.loopFor(b.warmup, 1000, lookup("verify"))
+		if err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+		m := metrics().BlockCache
+		fmt.Fprintf(b.log, "warm-up %s: %.0f verifications/s; block cache %s in %d blocks\n", time.Since(t).Round(time.Second), rate, mib(m.Size), m.Count)
+	}
+	for i, kind := range b.loops {
+		before := metrics().BlockCache
+		rate, n, err := b.loopFor(b.duration, uint64(i), lookup(kind))
+		if err != nil {
+			return fmt.Errorf("%s loop: %w", kind, err)
+		}
+		done(kind, rate, n, before, metrics().BlockCache)
+	}
+	return nil
+}
+
+func (b *bench) openRaw() (*pdb.DB, error) {
+	cache := pdb.NewCache(b.cacheMB << 20)
+	defer cache.Unref() // the DB holds its own reference
+	po, err := pebble.PebbleOptions(b.opts(), cache)
+	if err != nil {
+		return nil, err
+	}
+	return pdb.Open(b.dir, po)
 }
 
 // Card identities: ICCIDs in one range, IMSIs and MSISDNs scattered over
@@ -376,20 +498,22 @@ func (b *bench) bindAll(ctx context.Context, s *pebble.Store) error {
 	return nil
 }
 
-// loop runs f from b.readers goroutines for b.duration and returns the
-// calls per second and the count.
-func (b *bench) loop(f func(r *rand.Rand) error) (float64, int64, error) {
+// loopFor runs f from b.readers goroutines for d and returns the calls
+// per second and the count. Reader g draws its cards from a generator
+// seeded with (g, seed), so raw and store loops of one seed look up the
+// same cards.
+func (b *bench) loopFor(d time.Duration, seed uint64, f func(r *rand.Rand) error) (float64, int64, error) {
 	var n atomic.Int64
 	var wg sync.WaitGroup
 	var once sync.Once
 	var first error
-	deadline := time.Now().Add(b.duration)
+	deadline := time.Now().Add(d)
 	start := time.Now()
 	for g := 0; g < b.readers; g++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := rand.New(rand.NewPCG(uint64(g), 42))
+			r := rand.New(rand.NewPCG(uint64(g), seed))
 			var local int64
 			for local%256 != 0 || time.Now().Before(deadline) {
 				if err := f(r); err != nil {
@@ -402,12 +526,14 @@ func (b *bench) loop(f func(r *rand.Rand) error) (float64, int64, error) {
 		}()
 	}
 	wg.Wait()
-	d := time.Since(start)
-	return float64(n.Load()) / d.Seconds(), n.Load(), first
+	return float64(n.Load()) / time.Since(start).Seconds(), n.Load(), first
 }
 
-func (b *bench) storeReads(ctx context.Context, s *pebble.Store, cardOnly bool) (float64, int64, error) {
-	return b.loop(func(r *rand.Rand) error {
+// storeLookup returns one lookup of a loop kind through the store:
+// verify is Card by ICCID then FindCard by IMSI of another card, card
+// the Card alone, imsi the FindCard alone.
+func (b *bench) storeLookup(ctx context.Context, s *pebble.Store, kind string) func(r *rand.Rand) error {
+	card := func(r *rand.Rand) error {
 		i := r.IntN(b.cards)
 		c, err := s.Card(ctx, iccid(i))
 		if err != nil {
@@ -416,11 +542,11 @@ func (b *bench) storeReads(ctx context.Context, s *pebble.Store, cardOnly bool) 
 		if b.bind && (c.Binding == nil || !c.Binding.Allows(imei(i))) {
 			return fmt.Errorf("card %s: binding %+v", c.ICCID, c.Binding)
 		}
-		if cardOnly {
-			return nil
-		}
+		return nil
+	}
+	byIMSI := func(r *rand.Rand) error {
 		j := r.IntN(b.cards)
-		c, err = s.FindCard(ctx, verifier.ByIMSI, string(imsi(j)))
+		c, err := s.FindCard(ctx, verifier.ByIMSI, string(imsi(j)))
 		if err != nil {
 			return err
 		}
@@ -428,7 +554,25 @@ func (b *bench) storeReads(ctx context.Context, s *pebble.Store, cardOnly bool) 
 			return fmt.Errorf("IMSI %s finds %s, want %s", imsi(j), c.ICCID, iccid(j))
 		}
 		return nil
-	})
+	}
+	return combine(kind, card, byIMSI)
+}
+
+// combine returns the lookup of a loop kind made of a card lookup and
+// an IMSI lookup.
+func combine(kind string, card, byIMSI func(*rand.Rand) error) func(*rand.Rand) error {
+	switch kind {
+	case "card":
+		return card
+	case "imsi":
+		return byIMSI
+	}
+	return func(r *rand.Rand) error {
+		if err := card(r); err != nil {
+			return err
+		}
+		return byIMSI(r)
+	}
 }
 
 // tableSizes reports the table space per key prefix.
@@ -445,10 +589,17 @@ func (b *bench) tableSizes() error {
 	}
 	defer db.Close()
 	var parts []string
-	for _, p := range []struct{ name, prefix string }{{"cards", "c"}, {"indexes", "i"}, {"history", "h"}} {
-		n, err := db.EstimateDiskUsage([]byte(p.prefix), []byte{p.prefix[0] + 1})
-		if err != nil {
-			return err
+	for _, p := range []struct {
+		name     string
+		prefixes string
+	}{{"cards", "c"}, {"indexes", "Ii"}, {"history", "h"}} {
+		var n uint64
+		for _, c := range []byte(p.prefixes) {
+			m, err := db.EstimateDiskUsage([]byte{c}, []byte{c + 1})
+			if err != nil {
+				return err
+			}
+			n += m
 		}
 		parts = append(parts, fmt.Sprintf("%s %s (%.1f bytes/card)", p.name, mib(int64(n)), float64(n)/float64(b.cards)))
 	}
@@ -456,48 +607,65 @@ func (b *bench) tableSizes() error {
 	return nil
 }
 
-// rawReads runs the same lookups as raw Gets on the store's files, by
-// the key layout the pebble package documents.
-func (b *bench) rawReads(cardOnly bool) (float64, int64, error) {
-	cache := pdb.NewCache(b.cacheMB << 20)
-	defer cache.Unref()
-	po, err := pebble.PebbleOptions(b.opts(), cache)
-	if err != nil {
-		return 0, 0, err
-	}
-	db, err := pdb.Open(b.dir, po)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer db.Close()
-	get := func(k []byte) (int, error) {
-		v, closer, err := db.Get(k)
+// rawLookup returns the same lookups as storeLookup as raw Gets on the
+// store's files, by the key layout the pebble package documents: the
+// card under c <ICCID>, the IMSI index entry under I 0x01 <BCD IMSI>
+// with the ICCID packed in nibbles (the store's Open has rewritten the
+// string-form entries of older stores before the raw runs).
+func (b *bench) rawLookup(db *pdb.DB, kind string) func(r *rand.Rand) error {
+	get := func(k []byte) error {
+		_, closer, err := db.Get(k)
 		if err != nil {
-			return 0, fmt.Errorf("get %q: %w", k, err)
+			return fmt.Errorf("get %q: %w", k, err)
 		}
-		n := len(v)
-		closer.Close()
-		return n, nil
+		return closer.Close()
 	}
-	return b.loop(func(r *rand.Rand) error {
-		i := r.IntN(b.cards)
-		if _, err := get(append([]byte{'c'}, iccid(i)...)); err != nil {
-			return err
-		}
-		if cardOnly {
-			return nil
-		}
-		j := r.IntN(b.cards)
-		k := append([]byte("iimsi\x00"), imsi(j)...)
+	card := func(r *rand.Rand) error {
+		return get(append([]byte{'c'}, iccid(r.IntN(b.cards))...))
+	}
+	byIMSI := func(r *rand.Rand) error {
+		k := packedIMSIKey(imsi(r.IntN(b.cards)))
 		v, closer, err := db.Get(k)
 		if err != nil {
 			return fmt.Errorf("get %q: %w", k, err)
 		}
-		ck := append([]byte{'c'}, v...)
+		ck := unpackICCID(make([]byte, 1, 32), v)
+		ck[0] = 'c'
 		closer.Close()
-		_, err = get(ck)
-		return err
-	})
+		return get(ck)
+	}
+	return combine(kind, card, byIMSI)
+}
+
+// packedIMSIKey is the packed IMSI index key: 'I', 1, the digits as
+// BCD with a 0xF nibble after an odd last one.
+func packedIMSIKey(m protocol.IMSI) []byte {
+	k := append(make([]byte, 0, 2+(len(m)+1)/2), 'I', 1)
+	for i := 0; i < len(m); i += 2 {
+		lo := byte(0xF)
+		if i+1 < len(m) {
+			lo = m[i+1] - '0'
+		}
+		k = append(k, (m[i]-'0')<<4|lo)
+	}
+	return k
+}
+
+// unpackICCID appends to k the ICCID of a packed index value: a count
+// of nibbles, then the nibbles (0-9, A-F); a count of 0, then the ICCID
+// as it is.
+func unpackICCID(k, v []byte) []byte {
+	if v[0] == 0 {
+		return append(k, v[1:]...)
+	}
+	for i := 0; i < int(v[0]); i++ {
+		x := v[1+i/2]
+		if i%2 == 0 {
+			x >>= 4
+		}
+		k = append(k, "0123456789ABCDEF"[x&0xF])
+	}
+	return k
 }
 
 // disk reports the disk space of the data directory, by file type.
