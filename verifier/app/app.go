@@ -175,6 +175,13 @@ func Run(ctx context.Context, cfg config.Config, openStore OpenStore, log *slog.
 		return fmt.Errorf("subscribe to reports: %w", err)
 	}
 	defer sub.Stop()
+	if cfg.Ingest.EarlyChanges {
+		stopWatch, err := brk.WatchReports(pool.handleEarly)
+		if err != nil {
+			return fmt.Errorf("watch reports: %w", err)
+		}
+		defer stopWatch()
+	}
 
 	if cfg.RADIUS.Listen != "" {
 		rs, err := newRADIUS(cfg.RADIUS, store, in, log.With("part", "radius"))

@@ -41,6 +41,7 @@ func newMetrics(in *ingest.Ingest, brk *broker.Broker) *metrics {
 		"accepted": s.Accepted.Load, "malformed": s.Malformed.Load, "unknown_device": s.UnknownDevice.Load,
 		"topic_mismatch": s.TopicMismatch.Load, "forged": s.Forged.Load, "replayed": s.Replayed.Load,
 		"cross_tenant": s.CrossTenant.Load, "unknown_card": s.UnknownCard.Load, "flagged": s.Flagged.Load,
+		"overtaken": s.Overtaken.Load,
 	}
 	for outcome, load := range reports {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cardbind_reports_total",

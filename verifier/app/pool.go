@@ -1,12 +1,14 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"hash/fnv"
 	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/cardbind/cardbind/protocol"
 	"github.com/cardbind/cardbind/verifier/dispatch"
 	"github.com/cardbind/cardbind/verifier/ingest"
 )
@@ -35,11 +37,17 @@ func checkersFor(procs int) int { return max(1, (procs+3)/4) }
 // always go to the same checker and the same worker, so they are handled
 // in order. Under load the batches fill by themselves; below it a checker
 // waits up to linger for company.
+//
+// Reports that say something changed are also taken early (handleEarly):
+// as the broker receives them, straight to their device's worker, which
+// takes them before the queued ones, so that a SIM swap is acted on at
+// once however long the queue behind the consumer.
 type pool struct {
 	in       *ingest.Ingest
 	log      *slog.Logger
 	checkers []chan job
 	workers  []chan job
+	early    []chan job // one per worker, taken first
 	checking sync.WaitGroup
 	working  sync.WaitGroup
 }
@@ -48,21 +56,40 @@ type job struct {
 	device  string
 	hash    uint32
 	payload []byte
-	ack     func()
+	ack     func() // nil for a report taken early
 	checked ingest.Checked
 }
 
+// earlyQueue is how many reports taken early may wait for one worker;
+// more are dropped, to come through the queue.
+const earlyQueue = 16
+
 // newPool starts nCheckers checkers and nWorkers workers.
 func newPool(ctx context.Context, nCheckers, nWorkers int, in *ingest.Ingest, log *slog.Logger) *pool {
-	p := &pool{in: in, log: log, checkers: make([]chan job, nCheckers), workers: make([]chan job, nWorkers)}
+	p := &pool{in: in, log: log, checkers: make([]chan job, nCheckers), workers: make([]chan job, nWorkers),
+		early: make([]chan job, nWorkers)}
 	for i := range p.workers {
-		q := make(chan job, 64)
-		p.workers[i] = q
+		q, e := make(chan job, 64), make(chan job, earlyQueue)
+		p.workers[i], p.early[i] = q, e
 		p.working.Add(1)
 		go func() {
 			defer p.working.Done()
-			for j := range q {
-				p.work(ctx, j)
+			for {
+				select {
+				case j := <-e:
+					p.workEarly(ctx, j)
+					continue
+				default:
+				}
+				select {
+				case j := <-e:
+					p.workEarly(ctx, j)
+				case j, ok := <-q:
+					if !ok {
+						return
+					}
+					p.work(ctx, j)
+				}
 			}
 		}()
 	}
@@ -159,11 +186,42 @@ func (p *pool) work(ctx context.Context, j job) {
 	}
 }
 
-// handle takes one report from the broker.
-func (p *pool) handle(device string, payload []byte, ack func()) {
+// workEarly handles a report taken early; on a failure it leaves the
+// report to its queued copy.
+func (p *pool) workEarly(ctx context.Context, j job) {
+	if err := p.in.HandleEarly(ctx, j.device, j.payload); err != nil {
+		p.log.Warn("report taken early failed; its queued copy will be handled", "device", j.device, "err", err)
+	}
+}
+
+// handleEarly takes a report as the broker receives it (a
+// broker.ReportWatcher). Heartbeats wait their turn in the queue; any
+// other report goes to its device's worker at once, unless that worker
+// already has earlyQueue of them waiting. It never blocks.
+func (p *pool) handleEarly(device string, payload []byte) {
+	if bytes.Contains(payload, []byte(heartbeatReason)) {
+		return
+	}
+	sum := deviceHash(device)
+	select {
+	case p.early[sum%uint32(len(p.early))] <- job{device: device, hash: sum, payload: payload}:
+	default:
+	}
+}
+
+// heartbeatReason is how an encoded heartbeat says what it is (one
+// encoded otherwise is merely taken early too).
+const heartbeatReason = `"reason":"` + string(protocol.ReasonHeartbeat) + `"`
+
+func deviceHash(device string) uint32 {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(device))
-	sum := h.Sum32()
+	return h.Sum32()
+}
+
+// handle takes one report from the broker.
+func (p *pool) handle(device string, payload []byte, ack func()) {
+	sum := deviceHash(device)
 	p.checkers[sum%uint32(len(p.checkers))] <- job{device: device, hash: sum, payload: payload, ack: ack}
 }
 

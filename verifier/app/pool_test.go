@@ -78,3 +78,57 @@ func TestPoolKeepsEachDeviceInOrder(t *testing.T) {
 		})
 	}
 }
+
+// A change report watched early is handled without waiting for the queue
+// (no ack: the queue's copy acks), a heartbeat is left to the queue, and
+// the queued copies of both are then handled once each.
+func TestPoolTakesChangesEarly(t *testing.T) {
+	ctx := context.Background()
+	store, err := pebble.Open(t.TempDir(), pebble.Options{CacheSize: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	if err := store.Commit(ctx, &verifier.Commit{Device: &verifier.Device{ID: "gw-1", Tenant: "acme", PublicKey: pub, IMEI: "356938035643809"}}); err != nil {
+		t.Fatal(err)
+	}
+	report := func(seq uint64, reason protocol.ReportReason) []byte {
+		r := &protocol.Report{Version: protocol.Version, DeviceID: "gw-1", Seq: seq, Time: time.Now().UTC(), Reason: reason,
+			IMEI: "356938035643809", SIM: protocol.SIMAbsent, Registration: protocol.Registration{State: protocol.RegHome, Stat: 1}}
+		protocol.SignReport(priv, r)
+		b, err := protocol.EncodeReport(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	in := ingest.New(store, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now)
+	p := newPool(ctx, 1, 4, in, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	defer p.close()
+	heartbeat, change := report(1, protocol.ReasonHeartbeat), report(2, protocol.ReasonChange)
+
+	p.handleEarly("gw-1", heartbeat)
+	p.handleEarly("gw-1", change)
+	eventually(t, "the change taken early", func() bool { return in.Stats().Accepted.Load() == 1 })
+	if dev, err := store.Device(ctx, "gw-1"); err != nil || dev.LastSeq != 2 {
+		t.Fatalf("device after the early change: %+v, %v", dev, err)
+	}
+	var acked atomic.Int64
+	p.handle("gw-1", heartbeat, func() { acked.Add(1) })
+	p.handle("gw-1", change, func() { acked.Add(1) })
+	eventually(t, "both queued copies acked", func() bool { return acked.Load() == 2 })
+	s := in.Stats()
+	if s.Accepted.Load() != 1 || s.Overtaken.Load() != 2 || s.Replayed.Load() != 0 {
+		t.Errorf("accepted %d overtaken %d replayed %d; want 1, 2, 0", s.Accepted.Load(), s.Overtaken.Load(), s.Replayed.Load())
+	}
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}

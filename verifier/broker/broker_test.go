@@ -404,3 +404,38 @@ func TestDeviceStatus(t *testing.T) {
 	}
 	noMore(t, got, 200*time.Millisecond)
 }
+
+// A watcher sees each device's reports at once, also while the consumer
+// is stopped, and the consumer still delivers every one of them.
+func TestWatchReports(t *testing.T) {
+	b := startBroker(t, Config{}, testAuth(t))
+	if _, err := b.WatchReports(nil); err == nil {
+		t.Error("nil watcher accepted")
+	}
+	watched := make(chan report, 100)
+	stop, err := b.WatchReports(func(device string, payload []byte) {
+		watched <- report{device, string(payload)}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d1 := mustDial(t, b.MQTTAddr(), clientOpts{user: "d1", pass: secretD1})
+	for i := range 3 {
+		mustPublish(t, d1, protocol.ReportTopic("d1"), 1, fmt.Appendf(nil, "r%d", i))
+	}
+	for i := range 3 {
+		if r, want := waitReport(t, watched), (report{"d1", fmt.Sprint("r", i)}); r != want {
+			t.Fatalf("watched %+v, want %+v", r, want)
+		}
+	}
+	consumed, _ := collectReports(t, b, true)
+	for i := range 3 {
+		if r, want := waitReport(t, consumed), (report{"d1", fmt.Sprint("r", i)}); r != want {
+			t.Fatalf("consumed %+v, want %+v", r, want)
+		}
+	}
+	stop()
+	mustPublish(t, d1, protocol.ReportTopic("d1"), 1, []byte("after"))
+	waitReport(t, consumed)
+	noMore(t, watched, 200*time.Millisecond)
+}

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/cardbind/cardbind/protocol"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -148,4 +149,43 @@ func reportDevice(subject string) (string, error) {
 		return "", fmt.Errorf("no %s prefix", mqttMsgsPrefix)
 	}
 	return protocol.ParseReportTopic(strings.ReplaceAll(rest, ".", "/"))
+}
+
+// ReportWatcher is told of every report as the broker takes it, before it
+// waits its turn in the durable consumer: the device id from the topic and
+// the payload as sent. It runs on the connection's delivery goroutine and
+// must not block.
+type ReportWatcher func(deviceID string, payload []byte)
+
+// WatchReports calls w with every device report published from now on, at
+// once, without acks and without durability: a report w misses, or that
+// is lost in a crash, still comes through SubscribeReports, which
+// delivers every report as well. It lets the verifier take a report that
+// matters (a SIM change) ahead of the reports queued in the consumer. The
+// returned stop ends the watch.
+func (b *Broker) WatchReports(w ReportWatcher) (stop func(), err error) {
+	if w == nil {
+		return nil, errors.New("broker: watch reports: nil watcher")
+	}
+	nc, _, _, err := b.conn()
+	if err != nil {
+		return nil, fmt.Errorf("broker: watch reports: %w", err)
+	}
+	sub, err := nc.Subscribe(reportFilterNATS, func(m *nats.Msg) {
+		device, err := protocol.ParseReportTopic(strings.ReplaceAll(m.Subject, ".", "/"))
+		if err != nil {
+			return // the filter lets nothing else through
+		}
+		w(device, m.Data)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("broker: watch reports: %w", err)
+	}
+	// Never a slow consumer: the watcher does not block, and a report
+	// dropped here still comes through the consumer.
+	if err := sub.SetPendingLimits(64*1024, 64<<20); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("broker: watch reports: %w", err)
+	}
+	return func() { _ = sub.Unsubscribe() }, nil
 }

@@ -189,6 +189,10 @@ type Ingest struct {
 	// to the same worker, in order. Each waits for its synced commit, so
 	// it takes many to keep the CPU busy.
 	Workers int `toml:"workers"`
+	// EarlyChanges takes reports that say something changed (a SIM
+	// swapped, removed, inserted) as the broker receives them, ahead of
+	// the heartbeats queued before them.
+	EarlyChanges bool `toml:"early_changes"`
 }
 
 // StoreConf tunes the store.
@@ -211,7 +215,7 @@ func Default() Config {
 		HTTP:    HTTP{Listen: "127.0.0.1:8080"},
 		MQTT:    MQTT{Listen: "127.0.0.1:1883", MaxConnections: 200_000},
 		Enforce: Enforce{Adapter: "none"},
-		Ingest:  Ingest{Workers: 256},
+		Ingest:  Ingest{Workers: 256, EarlyChanges: true},
 		Log:     Log{Level: "info", Format: "text"},
 		Store:   StoreConf{CacheMB: 64},
 		CAMARA: CAMARA{TokenTTL: time.Hour, DefaultAreaRadius: 5000,

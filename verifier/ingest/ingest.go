@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -37,15 +38,44 @@ type Locator interface {
 	Locate(ctx context.Context, c *protocol.Cell) (*protocol.Location, error)
 }
 
-// Stats counts reports and observations by outcome.
+// Stats counts reports and observations by outcome. A report taken early
+// (HandleEarly) and refused is not counted: its queued copy is, when it
+// comes. Overtaken counts queued reports that a report taken early went
+// ahead of: its own copy, and the device's reports sent before it but
+// not yet handled then.
 type Stats struct {
 	Accepted, Malformed, UnknownDevice, TopicMismatch atomic.Uint64
 	Forged, Replayed, CrossTenant, UnknownCard        atomic.Uint64
-	Flagged                                           atomic.Uint64
+	Flagged, Overtaken                                atomic.Uint64
 }
 
 // maxAttempts bounds retries of a commit that lost a race.
 const maxAttempts = 8
+
+// lane is the way a report reached ingest.
+type lane int
+
+const (
+	// queued: through the broker's durable consumer, every report, in
+	// the order the device sent them, at least once.
+	queued lane = iota
+	// early: a copy taken as the broker received it, ahead of the
+	// reports queued before it; its queued copy comes later.
+	early
+)
+
+// errOvertaken refuses a queued report that a later report of its device,
+// taken early, went ahead of.
+var errOvertaken = errors.New("a later report of the device was taken early")
+
+// overtakenSeqs are the sequence numbers of a device's reports that its
+// reports taken early went ahead of: above after (the device's last one
+// handled before them), up to upTo (the last one taken early).
+type overtakenSeqs struct{ after, upTo uint64 }
+
+// maxEarly bounds the devices whose last early report is remembered until
+// its queued copy comes.
+const maxEarly = 1 << 16
 
 // Ingest applies observations to cards. It is safe for concurrent use, but
 // reports of one device must be handled one at a time, in order (the
@@ -58,6 +88,9 @@ type Ingest struct {
 	hooks Hooks
 	geo   Locator
 	sigs  *sigcheck.Verifier // device keys, expanded once
+
+	earlyMu     sync.Mutex
+	overtakenBy map[string]overtakenSeqs // by device, until the queued copy of its last report taken early comes
 }
 
 // Hooks are told what ingest did. Set them with SetHooks before the first
@@ -81,7 +114,7 @@ func (in *Ingest) SetLocator(l Locator) { in.geo = l }
 // New returns an Ingest over store. now is the clock (time.Now in
 // production).
 func New(store Store, log *slog.Logger, now func() time.Time) *Ingest {
-	return &Ingest{store: store, log: log, now: now, sigs: sigcheck.New(0)}
+	return &Ingest{store: store, log: log, now: now, sigs: sigcheck.New(0), overtakenBy: make(map[string]overtakenSeqs)}
 }
 
 // Stats returns the live counters.
@@ -98,11 +131,71 @@ func (in *Ingest) HandleReport(ctx context.Context, topicDevice string, payload 
 // refusedIsDone logs a refused report and returns nil for it: it is done
 // with.
 func (in *Ingest) refusedIsDone(topicDevice string, err error) error {
-	if errors.Is(err, verifier.ErrRefused) {
+	switch {
+	case errors.Is(err, errOvertaken):
+		in.log.Debug("report already taken early", "device", topicDevice, "err", err)
+		return nil
+	case errors.Is(err, verifier.ErrRefused):
 		in.log.Warn("report refused", "device", topicDevice, "err", err)
 		return nil
 	}
 	return err
+}
+
+// HandleEarly takes a report as the broker received it, ahead of the
+// reports queued before it (broker.WatchReports), so that a SIM change is
+// acted on at once even when the queue is long. The same report comes
+// again through the queue (HandleReport or HandleChecked), which then
+// refuses it, and the device's older queued reports, as overtaken. A
+// report refused here is neither counted nor logged, since its queued
+// copy will be. It returns an error only for a failure of the store;
+// the caller may drop the report then, as the queued copy will be retried.
+// Reports of one device must not be handled concurrently, early or queued.
+func (in *Ingest) HandleEarly(ctx context.Context, topicDevice string, payload []byte) error {
+	r, err := protocol.DecodeReport(payload)
+	if err != nil || r.DeviceID != topicDevice {
+		return nil
+	}
+	err = in.applyReport(ctx, r, nil, early)
+	if errors.Is(err, verifier.ErrRefused) {
+		return nil
+	}
+	return err
+}
+
+// overtaken tells whether a queued report of device with sequence number
+// seq was gone ahead of by a report taken early, forgetting that once the
+// copy of the last report taken early has come.
+func (in *Ingest) overtaken(device string, seq uint64) bool {
+	in.earlyMu.Lock()
+	defer in.earlyMu.Unlock()
+	o, ok := in.overtakenBy[device]
+	if !ok || seq <= o.after || seq > o.upTo {
+		return false
+	}
+	if seq == o.upTo {
+		delete(in.overtakenBy, device)
+	}
+	return true
+}
+
+// tookEarly remembers that device's report seq was taken early when the
+// last one handled was after.
+func (in *Ingest) tookEarly(device string, after, seq uint64) {
+	in.earlyMu.Lock()
+	defer in.earlyMu.Unlock()
+	o, ok := in.overtakenBy[device]
+	if !ok {
+		if len(in.overtakenBy) >= maxEarly {
+			for d := range in.overtakenBy { // forget any one: its copies may show as replays
+				delete(in.overtakenBy, d)
+				break
+			}
+		}
+		o.after = after
+	}
+	o.upTo = seq
+	in.overtakenBy[device] = o
 }
 
 func (in *Ingest) handleReport(ctx context.Context, topicDevice string, payload []byte) error {
@@ -168,7 +261,7 @@ func (in *Ingest) handleDecoded(ctx context.Context, topicDevice string, c Check
 		return fmt.Errorf("%w: report of %s published on %s's topic", verifier.ErrRefused, r.DeviceID, topicDevice)
 	}
 	for attempt := 1; ; attempt++ {
-		err := in.applyReport(ctx, r, c.key)
+		err := in.applyReport(ctx, r, c.key, queued)
 		if !errors.Is(err, verifier.ErrConflict) || attempt == maxAttempts {
 			return err
 		}
@@ -177,14 +270,19 @@ func (in *Ingest) handleDecoded(ctx context.Context, topicDevice string, c Check
 
 // applyReport checks the report against its device and applies what it
 // says. verifiedKey, when it is still the device's key, is one the
-// report's signature was already verified against. Every commit but the
-// last carries no device update; the last one records the sequence
-// number, so a crash in between repeats only observations whose effect is
-// already in place.
-func (in *Ingest) applyReport(ctx context.Context, r *protocol.Report, verifiedKey []byte) error {
+// report's signature was already verified against; ln is how it came.
+// Every commit but the last carries no device update; the last one
+// records the sequence number, so a crash in between repeats only
+// observations whose effect is already in place.
+func (in *Ingest) applyReport(ctx context.Context, r *protocol.Report, verifiedKey []byte, ln lane) error {
+	count := func(c *atomic.Uint64) {
+		if ln == queued {
+			c.Add(1)
+		}
+	}
 	dev, err := in.store.Device(ctx, r.DeviceID)
 	if errors.Is(err, verifier.ErrNotFound) {
-		in.stats.UnknownDevice.Add(1)
+		count(&in.stats.UnknownDevice)
 		return fmt.Errorf("%w: device %s is not enrolled", verifier.ErrRefused, r.DeviceID)
 	}
 	if err != nil {
@@ -192,12 +290,16 @@ func (in *Ingest) applyReport(ctx context.Context, r *protocol.Report, verifiedK
 	}
 	if verifiedKey == nil || !bytes.Equal(verifiedKey, dev.PublicKey) {
 		if err := in.sigs.VerifyReport(dev.PublicKey, r); err != nil {
-			in.stats.Forged.Add(1)
+			count(&in.stats.Forged)
 			return fmt.Errorf("%w: %w", verifier.ErrRefused, err)
 		}
 	}
 	if err := protocol.CheckSequence(dev.LastSeq, r.Seq); err != nil {
-		in.stats.Replayed.Add(1)
+		if ln == queued && in.overtaken(r.DeviceID, r.Seq) {
+			in.stats.Overtaken.Add(1)
+			return fmt.Errorf("%w: device %s seq %d: %w", verifier.ErrRefused, r.DeviceID, r.Seq, errOvertaken)
+		}
+		count(&in.stats.Replayed)
 		return fmt.Errorf("%w: device %s: %w", verifier.ErrRefused, r.DeviceID, err)
 	}
 
@@ -248,6 +350,9 @@ func (in *Ingest) applyReport(ctx context.Context, r *protocol.Report, verifiedK
 		in.stats.Flagged.Add(1)
 		in.log.Warn("device reports an IMEI other than the one it enrolled with",
 			"device", r.DeviceID, "enrolled_imei", dev.IMEI, "reported_imei", r.IMEI)
+	}
+	if ln == early {
+		in.tookEarly(r.DeviceID, dev.LastSeq, r.Seq)
 	}
 	in.stats.Accepted.Add(1)
 	return nil

@@ -494,3 +494,113 @@ func TestCheckedKeyChangedInBetween(t *testing.T) {
 		}
 	})
 }
+
+// A change taken early acts at once; its queued copy, and the device's
+// older reports queued before it, are overtaken: the card is decided once,
+// and nothing is counted twice.
+func TestEarlyChangeAndItsQueuedCopy(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	f.bind(cardA, &verifier.Binding{IMEIs: []protocol.IMEI{gw1IMEI}, Mode: verifier.ModeBlock, AutoResume: true})
+	home := f.report("gw-1", gw1IMEI, cardA) // seq 1, still queued
+	f.handle("gw-2", f.report("gw-2", gw2IMEI, cardB))
+	older := f.report("gw-2", gw2IMEI, cardB) // seq 2, still queued
+	swap := f.report("gw-2", gw2IMEI, cardA)  // seq 3: card A in the wrong gateway
+
+	if err := f.in.HandleEarly(ctx, "gw-2", swap); err != nil {
+		t.Fatal(err)
+	}
+	if f.state(cardA) != protocol.CardBlocked {
+		t.Fatalf("after the early swap: %s", f.state(cardA))
+	}
+	// The queue catches up: gw-1's report, then gw-2's older one and the
+	// swap's own copy.
+	f.handle("gw-1", home)
+	f.handle("gw-2", older)
+	f.handle("gw-2", swap)
+	s := f.in.Stats()
+	if s.Overtaken.Load() != 2 || s.Replayed.Load() != 0 || s.Accepted.Load() != 3 {
+		t.Errorf("overtaken %d replayed %d accepted %d; want 2, 0, 3", s.Overtaken.Load(), s.Replayed.Load(), s.Accepted.Load())
+	}
+	blocked := 0
+	for _, h := range f.store.history {
+		if h.ICCID == cardA && h.To == protocol.CardBlocked {
+			blocked++
+		}
+	}
+	if blocked != 1 {
+		t.Errorf("card A blocked %d times", blocked)
+	}
+	// The early entry is forgotten once its copy came: a replay of the
+	// swap is a replay again.
+	f.handle("gw-2", swap)
+	if s.Replayed.Load() != 1 {
+		t.Errorf("replayed %d after the copy; want 1", s.Replayed.Load())
+	}
+}
+
+// A report taken early that is refused, or that its queued copy beat,
+// changes and counts nothing; its queued copy is counted as usual.
+func TestEarlyRefusedIsQuiet(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	f.bind(cardA, &verifier.Binding{IMEIs: []protocol.IMEI{gw1IMEI}, Mode: verifier.ModeBlock, AutoResume: true})
+
+	f.seq["gw-2"]++
+	forged := &protocol.Report{Version: 1, DeviceID: "gw-2", Seq: f.seq["gw-2"], Time: f.now, Reason: protocol.ReasonChange,
+		IMEI: gw2IMEI, SIM: protocol.SIMPresent, ICCID: cardA, Registration: protocol.Registration{State: protocol.RegHome, Stat: 1}}
+	protocol.SignReport(f.keys["gw-1"], forged)
+	fb, _ := protocol.EncodeReport(forged)
+	late := f.report("gw-1", gw1IMEI, cardA)
+	f.handle("gw-1", late) // the queued copy came first
+	for _, m := range []struct{ topic, payload string }{
+		{"gw-2", string(fb)},
+		{"gw-1", string(late)},
+		{"gw-2", `{"v":1}`},
+		{"gw-1", string(f.report("gw-2", gw2IMEI, cardA))},
+	} {
+		if err := f.in.HandleEarly(ctx, m.topic, []byte(m.payload)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := f.in.Stats()
+	got := []uint64{s.Accepted.Load(), s.Forged.Load(), s.Replayed.Load(), s.Malformed.Load(), s.TopicMismatch.Load(), s.Overtaken.Load()}
+	if want := []uint64{1, 0, 0, 0, 0, 0}; !slices.Equal(got, want) {
+		t.Errorf("accepted forged replayed malformed topic overtaken = %v, want %v", got, want)
+	}
+	if f.state(cardA) != protocol.CardActive {
+		t.Errorf("card A %s", f.state(cardA))
+	}
+	f.handle("gw-2", fb) // the forged report's queued copy is counted
+	if s.Forged.Load() != 1 {
+		t.Errorf("forged %d after the queued copy", s.Forged.Load())
+	}
+}
+
+// Queued reports that a report taken early went ahead of are overtaken
+// only if they were new: a replay of an older report, or a forged one,
+// is still counted as such.
+func TestEarlyDoesNotHideReplaysOrForgeries(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	old := f.report("gw-1", gw1IMEI, cardA) // seq 1
+	f.handle("gw-1", old)
+	f.seq["gw-1"]++ // seq 2: forged below
+	forged := &protocol.Report{Version: 1, DeviceID: "gw-1", Seq: f.seq["gw-1"], Time: f.now, Reason: protocol.ReasonChange,
+		IMEI: gw1IMEI, SIM: protocol.SIMPresent, ICCID: cardA, Registration: protocol.Registration{State: protocol.RegHome, Stat: 1}}
+	protocol.SignReport(f.keys["gw-2"], forged)
+	fb, _ := protocol.EncodeReport(forged)
+	queuedNew := f.report("gw-1", gw1IMEI, cardA) // seq 3
+	later := f.report("gw-1", gw1IMEI, "")        // seq 4, taken early
+	if err := f.in.HandleEarly(ctx, "gw-1", later); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range [][]byte{old, fb, queuedNew, later} {
+		f.handle("gw-1", p)
+	}
+	s := f.in.Stats()
+	got := []uint64{s.Replayed.Load(), s.Forged.Load(), s.Overtaken.Load(), s.Accepted.Load()}
+	if want := []uint64{1, 1, 2, 2}; !slices.Equal(got, want) {
+		t.Errorf("replayed forged overtaken accepted = %v, want %v", got, want)
+	}
+}
