@@ -201,3 +201,40 @@ func BenchmarkCommit(b *testing.B) {
 		}
 	})
 }
+
+// Compact leaves every card in the last level, found by every index.
+func TestCompact(t *testing.T) {
+	s := open(t, t.TempDir())
+	defer s.Close()
+	var items []verifier.Card
+	for i := range 2000 {
+		items = append(items, verifier.Card{ICCID: benchICCID(i), Tenant: "acme", IMSI: benchIMSI(i), MSISDN: protocol.MSISDN(fmt.Sprintf("+86139%08d", i))})
+	}
+	for i := 0; i < len(items); i += 500 {
+		if _, _, err := s.UpsertInventory(ctx, items[i:i+500]); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.db.Flush(); err != nil { // one L0 table per call
+			t.Fatal(err)
+		}
+	}
+	if err := s.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ra := s.Metrics().ReadAmp(); ra != 1 {
+		t.Errorf("read amplification after Compact: %d, want 1", ra)
+	}
+	for _, i := range []int{0, 777, 1999} {
+		if c, err := s.FindCard(ctx, verifier.ByIMSI, string(benchIMSI(i))); err != nil || c.ICCID != benchICCID(i) {
+			t.Errorf("FindCard(%s) = %v, %v", benchIMSI(i), c, err)
+		}
+		if c, err := s.FindCard(ctx, verifier.ByMSISDN, fmt.Sprintf("+86139%08d", i)); err != nil || c.ICCID != benchICCID(i) {
+			t.Errorf("FindCard(MSISDN %d) = %v, %v", i, c, err)
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := s.Compact(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("Compact with a canceled context: %v", err)
+	}
+}

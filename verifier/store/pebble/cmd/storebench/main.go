@@ -73,6 +73,7 @@ type config struct {
 	warmup      time.Duration
 	loops       []string
 	cpuprofile  string
+	compact     bool
 }
 
 // loopKinds are the settled read loops -loops may name.
@@ -97,6 +98,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	flags.DurationVar(&c.settle, "settle", 30*time.Minute, "longest wait for compactions to finish before the settled reads")
 	flags.DurationVar(&c.warmup, "warmup", 0, "random lookups (Card and FindCard by IMSI) after each open, before the measured loops, to warm the block cache")
 	loops := flags.String("loops", strings.Join(loopKinds, ","), "settled loops to run: verify (Card + FindCard by IMSI), card (Card alone), imsi (FindCard by IMSI alone)")
+	flags.BoolVar(&c.compact, "compact", false, "run Store.Compact (everything into the last level, as after a bulk import) before the settled loops")
 	flags.StringVar(&c.cpuprofile, "cpuprofile", "", "write a CPU profile of the settled loops (raw and store) to this file")
 	if err := flags.Parse(args); err != nil {
 		return err
@@ -229,6 +231,11 @@ func (b *bench) run(ctx context.Context) error {
 	if err := b.tableSizes(); err != nil {
 		return err
 	}
+	if b.compact {
+		if err := b.compactAll(ctx); err != nil {
+			return err
+		}
+	}
 	if b.cpuprofile != "" {
 		f, err := os.Create(b.cpuprofile)
 		if err != nil {
@@ -251,21 +258,21 @@ func (b *bench) run(ctx context.Context) error {
 		switch kind {
 		case "verify":
 			b.report("verifications settled (Card by ICCID + FindCard by IMSI, %d readers, 2 x %s each, alternating):", b.readers, b.duration)
-			b.report("  store:    %8.0f/s  (%d; block cache hits %.1f%%)", r.store.rate, r.store.n, r.store.hitRate())
-			b.report("  raw Get:  %8.0f/s  (%d; 3 Gets each: card, index, card; block cache hits %.1f%%)", r.raw.rate, r.raw.n, r.raw.hitRate())
+			b.report("  store:    %8.0f/s  (%s)", r.store.rate, r.store)
+			b.report("  raw Get:  %8.0f/s  (%s; 3 Gets each: card, index, card)", r.raw.rate, r.raw)
 			b.report("  ratio:    %.2f", r.store.rate/r.raw.rate)
 			b.report("point reads/s through the store (Card + FindCard each count one): %.0f", 2*r.store.rate)
 		case "card":
 			// An agent's report names its card by ICCID: one Card call.
 			b.report("card lookups settled (Card by ICCID alone, as for an agent report; %d readers, 2 x %s each, alternating):", b.readers, b.duration)
-			b.report("  store:    %8.0f/s  (%d; block cache hits %.1f%%)", r.store.rate, r.store.n, r.store.hitRate())
-			b.report("  raw Get:  %8.0f/s  (%d; block cache hits %.1f%%)", r.raw.rate, r.raw.n, r.raw.hitRate())
+			b.report("  store:    %8.0f/s  (%s)", r.store.rate, r.store)
+			b.report("  raw Get:  %8.0f/s  (%s)", r.raw.rate, r.raw)
 			b.report("  ratio:    %.2f", r.store.rate/r.raw.rate)
 		case "imsi":
 			// A RADIUS accounting record names its card by IMSI.
 			b.report("IMSI lookups settled (FindCard by IMSI alone, as for a RADIUS record; %d readers, 2 x %s each, alternating):", b.readers, b.duration)
-			b.report("  store:    %8.0f/s  (%d; block cache hits %.1f%%)", r.store.rate, r.store.n, r.store.hitRate())
-			b.report("  raw Get:  %8.0f/s  (%d; 2 Gets each: index, card; block cache hits %.1f%%)", r.raw.rate, r.raw.n, r.raw.hitRate())
+			b.report("  store:    %8.0f/s  (%s)", r.store.rate, r.store)
+			b.report("  raw Get:  %8.0f/s  (%s; 2 Gets each: index, card)", r.raw.rate, r.raw)
 			b.report("  ratio:    %.2f", r.store.rate/r.raw.rate)
 		}
 	}
@@ -277,14 +284,23 @@ func (b *bench) run(ctx context.Context) error {
 type result struct {
 	rate         float64 // mean of the runs' lookups per second
 	n            int64
-	hits, misses int64 // block cache, during the measured loops
+	hits, misses int64         // block cache, during the measured loops
+	cpu          time.Duration // the process's CPU time in the loops
 }
 
-func (r *result) add(rate float64, n int64, before, after pdb.CacheMetrics, runs int) {
+func (r *result) add(rate float64, n int64, cpu time.Duration, before, after pdb.CacheMetrics, runs int) {
 	r.rate += rate / float64(runs)
 	r.n += n
+	r.cpu += cpu
 	r.hits += after.Hits - before.Hits
 	r.misses += after.Misses - before.Misses
+}
+
+// String reports the count, the block cache hit rate and the CPU time
+// per lookup, which other work on the machine disturbs less than the
+// rate.
+func (r result) String() string {
+	return fmt.Sprintf("%d; block cache hits %.1f%%; CPU %.1f µs each", r.n, r.hitRate(), float64(r.cpu.Microseconds())/float64(max(r.n, 1)))
 }
 
 func (r result) hitRate() float64 {
@@ -313,8 +329,8 @@ func (b *bench) alternate(ctx context.Context) (map[string]*rawStore, error) {
 			return nil, err
 		}
 		err = b.runLoops(db.Metrics, func(kind string) func(*rand.Rand) error { return b.rawLookup(db, kind) },
-			func(kind string, rate float64, n int64, before, after pdb.CacheMetrics) {
-				res[kind].raw.add(rate, n, before, after, rounds)
+			func(kind string, rate float64, n int64, cpu time.Duration, before, after pdb.CacheMetrics) {
+				res[kind].raw.add(rate, n, cpu, before, after, rounds)
 			})
 		if cerr := db.Close(); err == nil {
 			err = cerr
@@ -327,8 +343,8 @@ func (b *bench) alternate(ctx context.Context) (map[string]*rawStore, error) {
 			return nil, err
 		}
 		err = b.runLoops(s.Metrics, func(kind string) func(*rand.Rand) error { return b.storeLookup(ctx, s, kind) },
-			func(kind string, rate float64, n int64, before, after pdb.CacheMetrics) {
-				res[kind].store.add(rate, n, before, after, rounds)
+			func(kind string, rate float64, n int64, cpu time.Duration, before, after pdb.CacheMetrics) {
+				res[kind].store.add(rate, n, cpu, before, after, rounds)
 			})
 		if cerr := s.Close(); err == nil {
 			err = cerr
@@ -344,7 +360,7 @@ func (b *bench) alternate(ctx context.Context) (map[string]*rawStore, error) {
 // runs each loop of -loops for -duration and hands its rate, count and
 // the block cache metrics around it to done.
 func (b *bench) runLoops(metrics func() *pdb.Metrics, lookup func(kind string) func(*rand.Rand) error,
-	done func(kind string, rate float64, n int64, before, after pdb.CacheMetrics)) error {
+	done func(kind string, rate float64, n int64, cpu time.Duration, before, after pdb.CacheMetrics)) error {
 	if b.warmup > 0 {
 		t := time.Now()
 		rate, _, err := b.loopFor(b.warmup, 1000, lookup("verify"))
@@ -355,12 +371,12 @@ func (b *bench) runLoops(metrics func() *pdb.Metrics, lookup func(kind string) f
 		fmt.Fprintf(b.log, "warm-up %s: %.0f verifications/s; block cache %s in %d blocks\n", time.Since(t).Round(time.Second), rate, mib(m.Size), m.Count)
 	}
 	for i, kind := range b.loops {
-		before := metrics().BlockCache
+		before, cpu := metrics().BlockCache, cpuTime()
 		rate, n, err := b.loopFor(b.duration, uint64(i), lookup(kind))
 		if err != nil {
 			return fmt.Errorf("%s loop: %w", kind, err)
 		}
-		done(kind, rate, n, before, metrics().BlockCache)
+		done(kind, rate, n, cpuTime()-cpu, before, metrics().BlockCache)
 	}
 	return nil
 }
@@ -575,6 +591,27 @@ func combine(kind string, card, byIMSI func(*rand.Rand) error) func(*rand.Rand) 
 	}
 }
 
+// compactAll compacts the store with Store.Compact and reports the
+// time and the read amplification after it.
+func (b *bench) compactAll(ctx context.Context) error {
+	s, err := pebble.Open(b.dir, b.opts())
+	if err != nil {
+		return err
+	}
+	t := time.Now()
+	err = s.Compact(ctx)
+	d := time.Since(t)
+	ra := s.Metrics().ReadAmp()
+	if cerr := s.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	b.report("Store.Compact (the whole store into the last level): %s; read amplification %d", d.Round(time.Second), ra)
+	return b.disk("disk compacted")
+}
+
 // tableSizes reports the table space per key prefix.
 func (b *bench) tableSizes() error {
 	cache := pdb.NewCache(8 << 20)
@@ -710,6 +747,15 @@ func du(dir string) (map[string]int64, error) {
 		return nil
 	})
 	return total, err
+}
+
+// cpuTime returns the CPU time (user and system) the process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
