@@ -40,6 +40,7 @@ type options struct {
 	plotRef     string
 	cpuProfile  string
 	workers     int
+	noEarly     bool
 	label       string
 	command     string
 }
@@ -71,6 +72,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.plotRef, "plot-ref", "bench", "how the Markdown refers to the plot directory")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "profile the verifier's CPU (runs app.Run in a child of this binary instead of -verifier-bin)")
 	fs.IntVar(&o.workers, "workers", 0, "the verifier's ingest.workers (0: its default)")
+	fs.BoolVar(&o.noEarly, "no-early", false, "run the verifier with ingest.early_changes = false (swap reports wait their turn behind the queued heartbeats)")
 	fs.StringVar(&o.label, "label", "", "name of the mode, for the Markdown (e.g. quick)")
 	fs.StringVar(&o.command, "command", "", "command line to show in the Markdown (default: this one)")
 	if err := fs.Parse(args); err != nil {
@@ -112,7 +114,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	res := &results{Started: time.Now().UTC(), Machine: readMachine(), Options: map[string]any{
 		"devices": o.devices, "window": o.window, "reports": o.reports, "rounds": o.rounds,
-		"swaps": o.swaps, "rate": o.rate, "workers": o.workers, "rate_cap": o.rateFrac, "label": o.label, "command": o.command}}
+		"swaps": o.swaps, "rate": o.rate, "workers": o.workers, "no_early": o.noEarly, "rate_cap": o.rateFrac, "label": o.label, "command": o.command}}
 
 	if o.workDir == "" {
 		d, err := os.MkdirTemp("", "cardbind-bench-")
@@ -301,8 +303,14 @@ func startVerifier(ctx context.Context, o options, self, netURL, extra string) (
 	dataDir := filepath.Join(o.workDir, "verifier")
 	cfg := fmt.Sprintf("data_dir = %q\n\n[http]\nlisten = %q\n\n[mqtt]\nlisten = %q\n\n[enforce]\nadapter = \"simnet\"\nsimnet_url = %q\n",
 		dataDir, httpAddr, mqttAddr, netURL)
+	if o.workers > 0 || o.noEarly {
+		cfg += "\n[ingest]\n"
+	}
 	if o.workers > 0 {
-		cfg += fmt.Sprintf("\n[ingest]\nworkers = %d\n", o.workers)
+		cfg += fmt.Sprintf("workers = %d\n", o.workers)
+	}
+	if o.noEarly {
+		cfg += "early_changes = false\n"
 	}
 	cfg += extra
 	cfgPath := filepath.Join(o.workDir, "verifier.toml")
