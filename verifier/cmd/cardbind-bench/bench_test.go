@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -120,5 +122,31 @@ func TestIdentifiersParse(t *testing.T) {
 		if _, err := protocol.ParseIMSI(cardIMSI(i)); err != nil {
 			t.Fatalf("card %d: %v", i, err)
 		}
+	}
+}
+
+func TestLogErrors(t *testing.T) {
+	tests := []struct {
+		name, log string
+		n         int
+		first     string
+	}{
+		{"none", "time=1 level=INFO msg=a\ntime=2 level=WARN msg=b\n", 0, ""},
+		{"text", "level=INFO msg=a\nlevel=ERROR msg=\"report failed; retrying\"\nlevel=ERROR msg=c\n", 2, `level=ERROR msg="report failed; retrying"`},
+		{"json", `{"level":"ERROR","msg":"x"}` + "\n", 1, `{"level":"ERROR","msg":"x"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "v.log")
+			if err := os.WriteFile(path, []byte(tt.log), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if n, first := logErrors(path); n != tt.n || first != tt.first {
+				t.Errorf("logErrors = %d, %q; want %d, %q", n, first, tt.n, tt.first)
+			}
+		})
+	}
+	if n, _ := logErrors(filepath.Join(t.TempDir(), "missing")); n != 0 {
+		t.Errorf("missing log: %d errors", n)
 	}
 }
