@@ -150,3 +150,34 @@ func TestLogErrors(t *testing.T) {
 		t.Errorf("missing log: %d errors", n)
 	}
 }
+
+// Swaps made after the background ran out are left out of the figures,
+// unless no swap ran under load.
+func TestUnderLoad(t *testing.T) {
+	s := func(ms int, loaded bool) swapSample {
+		return swapSample{Decision: time.Duration(ms) * time.Millisecond, Loaded: loaded}
+	}
+	tests := []struct {
+		name  string
+		swaps []swapSample
+		want  int
+	}{
+		{"all loaded", []swapSample{s(1, true), s(2, true)}, 2},
+		{"background ran out", []swapSample{s(1, true), s(2, true), s(3, false)}, 2},
+		{"no background", []swapSample{s(1, false), s(2, false)}, 2},
+		{"none", nil, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := underLoad(&latencyRun{Swaps: tt.swaps}); len(got) != tt.want {
+				t.Errorf("%d swaps counted, want %d", len(got), tt.want)
+			}
+		})
+	}
+	rows := latencyRows(&latencyRun{Swaps: []swapSample{s(10, true), s(5000, false)}})
+	for _, r := range rows {
+		if r.name == "decision (the history entry's time)" && r.d.Max != 10*time.Millisecond {
+			t.Errorf("decision max %v counts a swap made without load", r.d.Max)
+		}
+	}
+}

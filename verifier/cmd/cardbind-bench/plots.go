@@ -135,7 +135,7 @@ func writePlots(dir string, res *results) ([]string, error) {
 		}
 		values := func(get func(swapSample) time.Duration) []float64 {
 			var v []float64
-			for _, s := range l.Swaps {
+			for _, s := range underLoad(l) {
 				if d := get(s); d > 0 {
 					v = append(v, float64(d)/1e6)
 				}
@@ -146,7 +146,7 @@ func writePlots(dir string, res *results) ([]string, error) {
 
 		// CDF.
 		p := plot.New()
-		p.Title.Text = fmt.Sprintf("SIM swap latency from the publish, %d swaps at %s reports/s background", len(l.Swaps), thousands(l.BackgroundRate))
+		p.Title.Text = fmt.Sprintf("SIM swap latency from the publish, %d swaps at %s reports/s background", len(underLoad(l)), thousands(l.BackgroundRate))
 		p.X.Label.Text = "milliseconds"
 		p.Y.Label.Text = "fraction of swaps"
 		p.Add(plotter.NewGrid())

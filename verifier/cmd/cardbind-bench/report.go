@@ -139,6 +139,21 @@ func thousands(v float64) string {
 
 func mib(b int64) string { return strconv.FormatInt(b>>20, 10) + " MiB" }
 
+// underLoad returns the swaps made while the background load ran (all of
+// them when none was: a run without background).
+func underLoad(l *latencyRun) []swapSample {
+	var loaded []swapSample
+	for _, s := range l.Swaps {
+		if s.Loaded {
+			loaded = append(loaded, s)
+		}
+	}
+	if len(loaded) == 0 {
+		return l.Swaps
+	}
+	return loaded
+}
+
 // latencyRows returns the rows of the latency table: name, distribution.
 func latencyRows(l *latencyRun) []struct {
 	name string
@@ -146,7 +161,7 @@ func latencyRows(l *latencyRun) []struct {
 } {
 	pick := func(f func(swapSample) time.Duration) dist {
 		var xs []time.Duration
-		for _, s := range l.Swaps {
+		for _, s := range underLoad(l) {
 			if v := f(s); v != 0 {
 				xs = append(xs, v)
 			}
@@ -202,7 +217,7 @@ func printSummary(w io.Writer, res *results) {
 			fmt.Fprintln(w, res.LatencyNote)
 		}
 		if l.PoolExhausted {
-			fmt.Fprintln(w, "WARNING: the background reports ran out before the last swap")
+			fmt.Fprintf(w, "WARNING: the background reports ran out before the last swap; the %d swaps made under load are counted\n", len(underLoad(l)))
 		}
 		fmt.Fprintln(w, "latency from the publish (ms)                 p50     p90     p99     max")
 		for _, r := range latencyRows(l) {
@@ -268,7 +283,8 @@ func markdown(res *results, o options, plots []string) string {
 			fmt.Fprintf(&b, " Note: %s.", res.LatencyNote)
 		}
 		if l.PoolExhausted {
-			b.WriteString(" The pre-signed background reports ran out before the last swap: the last swaps ran without load.")
+			fmt.Fprintf(&b, " The pre-signed background reports ran out before the last swap: the table counts the %d swaps made under load.",
+				len(underLoad(l)))
 		}
 		b.WriteString("\n\n| latency from the publish (ms) | p50 | p90 | p99 | max |\n| --- | ---: | ---: | ---: | ---: |\n")
 		for _, r := range latencyRows(l) {
