@@ -206,24 +206,6 @@ func (l pebbleLogger) Fatalf(format string, args ...any) {
 	panic(fmt.Sprintf("pebble: "+format, args...))
 }
 
-// Compact rewrites the whole store into Pebble's last level, so that a
-// point read (Card, FindCard) consults one table instead of one per
-// level. A bulk import leaves part of the tables in the upper levels,
-// each spanning the whole index key space because IMSIs and MSISDNs
-// arrive in no order, so until then every index lookup checks a table
-// in every level. Reads and writes go on while it runs; later writes go
-// to the upper levels again, but writes that leave a card's IMSI and
-// MSISDN alone add no index entries there. Run it after a bulk import.
-func (s *Store) Compact(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := s.db.Compact(ctx, []byte{0}, []byte{0xff}, true); err != nil {
-		return fmt.Errorf("pebble: compact: %w", err)
-	}
-	return nil
-}
-
 // Metrics returns Pebble's metrics (levels, read amplification,
 // compaction debt, cache hits), for monitoring and benchmarks.
 func (s *Store) Metrics() *pdb.Metrics { return s.db.Metrics() }
