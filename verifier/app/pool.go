@@ -197,7 +197,8 @@ func (p *pool) workEarly(ctx context.Context, j job) {
 // handleEarly takes a report as the broker receives it (a
 // broker.ReportWatcher). Heartbeats wait their turn in the queue; any
 // other report goes to its device's worker at once, unless that worker
-// already has earlyQueue of them waiting. It never blocks.
+// already has earlyQueue of them waiting (ingest.DropEarly). It never
+// blocks.
 func (p *pool) handleEarly(device string, payload []byte) {
 	if bytes.Contains(payload, []byte(heartbeatReason)) {
 		return
@@ -206,6 +207,11 @@ func (p *pool) handleEarly(device string, payload []byte) {
 	select {
 	case p.early[sum%uint32(len(p.early))] <- job{device: device, hash: sum, payload: payload}:
 	default:
+		// It comes through the queue; until it has, none of the device's
+		// later reports may go ahead of it.
+		if r, err := protocol.DecodeReport(payload); err == nil && r.DeviceID == device {
+			p.in.DropEarly(device, r.Seq)
+		}
 	}
 }
 

@@ -91,6 +91,7 @@ type Ingest struct {
 
 	earlyMu     sync.Mutex
 	overtakenBy map[string]overtakenSeqs // by device, until the queued copy of its last report taken early comes
+	dropped     map[string]uint64        // device → its latest report dropped from the early lane, until its queued copy is handled
 }
 
 // Hooks are told what ingest did. Set them with SetHooks before the first
@@ -114,7 +115,7 @@ func (in *Ingest) SetLocator(l Locator) { in.geo = l }
 // New returns an Ingest over store. now is the clock (time.Now in
 // production).
 func New(store Store, log *slog.Logger, now func() time.Time) *Ingest {
-	return &Ingest{store: store, log: log, now: now, sigs: sigcheck.New(0), overtakenBy: make(map[string]overtakenSeqs)}
+	return &Ingest{store: store, log: log, now: now, sigs: sigcheck.New(0), overtakenBy: make(map[string]overtakenSeqs), dropped: make(map[string]uint64)}
 }
 
 // Stats returns the live counters.
@@ -153,7 +154,7 @@ func (in *Ingest) refusedIsDone(topicDevice string, err error) error {
 // Reports of one device must not be handled concurrently, early or queued.
 func (in *Ingest) HandleEarly(ctx context.Context, topicDevice string, payload []byte) error {
 	r, err := protocol.DecodeReport(payload)
-	if err != nil || r.DeviceID != topicDevice {
+	if err != nil || r.DeviceID != topicDevice || in.earlyHeld(topicDevice) {
 		return nil
 	}
 	err = in.applyReport(ctx, r, nil, early)
@@ -161,6 +162,39 @@ func (in *Ingest) HandleEarly(ctx context.Context, topicDevice string, payload [
 		return nil
 	}
 	return err
+}
+
+// DropEarly tells ingest that the device's report seq was to be taken
+// early but was dropped (its worker had too many waiting). Until the
+// queued copy of seq has been handled, none of the device's later reports
+// is taken early, so that none goes ahead of it: a change that was
+// dropped is still applied, and in order.
+func (in *Ingest) DropEarly(device string, seq uint64) {
+	in.earlyMu.Lock()
+	defer in.earlyMu.Unlock()
+	if _, ok := in.dropped[device]; !ok && len(in.dropped) >= maxEarly {
+		return // too many held already: this one stays in the queue only
+	}
+	in.dropped[device] = max(in.dropped[device], seq)
+}
+
+// earlyHeld tells whether the device's reports are kept from the early
+// lane (DropEarly).
+func (in *Ingest) earlyHeld(device string) bool {
+	in.earlyMu.Lock()
+	defer in.earlyMu.Unlock()
+	_, held := in.dropped[device]
+	return held
+}
+
+// handledQueued lets the device's reports be taken early again once the
+// queued report seq is the one dropped from the early lane, or later.
+func (in *Ingest) handledQueued(device string, seq uint64) {
+	in.earlyMu.Lock()
+	defer in.earlyMu.Unlock()
+	if d, ok := in.dropped[device]; ok && seq >= d {
+		delete(in.dropped, device)
+	}
 }
 
 // overtaken tells whether a queued report of device with sequence number
@@ -263,6 +297,9 @@ func (in *Ingest) handleDecoded(ctx context.Context, topicDevice string, c Check
 	for attempt := 1; ; attempt++ {
 		err := in.applyReport(ctx, r, c.key, queued)
 		if !errors.Is(err, verifier.ErrConflict) || attempt == maxAttempts {
+			if err == nil || errors.Is(err, verifier.ErrRefused) {
+				in.handledQueued(r.DeviceID, r.Seq)
+			}
 			return err
 		}
 	}

@@ -604,3 +604,35 @@ func TestEarlyDoesNotHideReplaysOrForgeries(t *testing.T) {
 		t.Errorf("replayed forged overtaken accepted = %v, want %v", got, want)
 	}
 }
+
+// A change dropped from the early lane keeps the device's later reports
+// from going ahead of it, until its queued copy has been handled: every
+// change is applied, in order.
+func TestDroppedEarlyHoldsTheDevice(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	f.bind(cardA, &verifier.Binding{IMEIs: []protocol.IMEI{gw1IMEI}, Mode: verifier.ModeBlock, AutoResume: true})
+	f.handle("gw-1", f.report("gw-1", gw1IMEI, cardA)) // seq 1: card A in its gateway
+	out := f.report("gw-1", gw1IMEI, "")               // seq 2: taken out, dropped from the early lane
+	back := f.report("gw-1", gw1IMEI, cardA)           // seq 3: put back
+	f.in.DropEarly("gw-1", 2)
+	if err := f.in.HandleEarly(ctx, "gw-1", back); err != nil {
+		t.Fatal(err)
+	}
+	if f.in.Stats().Accepted.Load() != 1 {
+		t.Fatal("a later report went ahead of the dropped one")
+	}
+	f.handle("gw-1", out)
+	f.handle("gw-1", back)
+	if got := f.outboxKinds(); !slices.Contains(got, "alert:separated") || !slices.Contains(got, "alert:resumed") {
+		t.Errorf("outbox %v: want the separation and the resume", got)
+	}
+	// Released: the next change is taken early again.
+	again := f.report("gw-1", gw1IMEI, "")
+	if err := f.in.HandleEarly(ctx, "gw-1", again); err != nil {
+		t.Fatal(err)
+	}
+	if s := f.in.Stats(); s.Accepted.Load() != 4 || s.Overtaken.Load() != 0 {
+		t.Errorf("accepted %d overtaken %d, want 4 and 0", s.Accepted.Load(), s.Overtaken.Load())
+	}
+}
