@@ -168,7 +168,8 @@ func background(ctx context.Context, gws []*gateway, payloads [][][]byte, rate f
 }
 
 // measureSwaps runs n swaps of the fleet's swap card from its home
-// gateway to the foreign one and back, and times each.
+// gateway to the foreign one and back, and times each. It stops sooner
+// when loaded is cleared: the background load has run out.
 func measureSwaps(ctx context.Context, a *admin, nw *network.Network, alerts *alertSubscriber, events eventWaiter,
 	f *fleet, n int, loaded *atomic.Bool, progress func(int)) ([]swapSample, error) {
 	card := f.home.iccid
@@ -178,6 +179,11 @@ func measureSwaps(ctx context.Context, a *admin, nw *network.Network, alerts *al
 	for i := range n {
 		if err := ctx.Err(); err != nil {
 			return out, err
+		}
+		if i > 0 && !loaded.Load() {
+			// The background ran out: later swaps would measure an
+			// idle verifier.
+			break
 		}
 		// A random pause, so that swaps do not fall into step with the
 		// dispatchers' or the background's timing.

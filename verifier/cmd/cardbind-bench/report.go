@@ -217,7 +217,7 @@ func printSummary(w io.Writer, res *results) {
 			fmt.Fprintln(w, res.LatencyNote)
 		}
 		if l.PoolExhausted {
-			fmt.Fprintf(w, "WARNING: the background reports ran out before the last swap; the %d swaps made under load are counted\n", len(underLoad(l)))
+			fmt.Fprintf(w, "WARNING: the background reports ran out before the last swap; the bench stopped after the %d swaps made under load\n", len(underLoad(l)))
 		}
 		fmt.Fprintln(w, "latency from the publish (ms)                 p50     p90     p99     max")
 		for _, r := range latencyRows(l) {
@@ -283,7 +283,7 @@ func markdown(res *results, o options, plots []string) string {
 			fmt.Fprintf(&b, " Note: %s.", res.LatencyNote)
 		}
 		if l.PoolExhausted {
-			fmt.Fprintf(&b, " The pre-signed background reports ran out before the last swap: the table counts the %d swaps made under load.",
+			fmt.Fprintf(&b, " The pre-signed background reports (sized for 250 ms a swap) ran out before the last swap: swaps took longer under this load, and the bench stopped after the %d made under it.",
 				len(underLoad(l)))
 		}
 		b.WriteString("\n\n| latency from the publish (ms) | p50 | p90 | p99 | max |\n| --- | ---: | ---: | ---: | ---: |\n")
