@@ -1,0 +1,128 @@
+package ingest
+
+// The early lane: reports that say something changed, taken as the broker
+// receives them, ahead of the reports queued before them (HandleEarly),
+// and what ingest remembers so that their queued copies, and the reports
+// they went ahead of, are told apart from replays.
+
+import (
+	"context"
+	"errors"
+
+	"github.com/cardbind/cardbind/protocol"
+	"github.com/cardbind/cardbind/verifier"
+)
+
+// lane is the way a report reached ingest.
+type lane int
+
+const (
+	// queued: through the broker's durable consumer, every report, in
+	// the order the device sent them, at least once.
+	queued lane = iota
+	// early: a copy taken as the broker received it, ahead of the
+	// reports queued before it; its queued copy comes later.
+	early
+)
+
+// errOvertaken refuses a queued report that a later report of its device,
+// taken early, went ahead of.
+var errOvertaken = errors.New("a later report of the device was taken early")
+
+// overtakenSeqs are the sequence numbers of a device's reports that its
+// reports taken early went ahead of: above after (the device's last one
+// handled before them), up to upTo (the last one taken early).
+type overtakenSeqs struct{ after, upTo uint64 }
+
+// maxEarly bounds the devices whose last early report is remembered until
+// its queued copy comes.
+const maxEarly = 1 << 16
+
+// HandleEarly takes a report as the broker received it, ahead of the
+// reports queued before it (broker.WatchReports), so that a SIM change is
+// acted on at once even when the queue is long. The same report comes
+// again through the queue (HandleReport or HandleChecked), which then
+// refuses it, and the device's older queued reports, as overtaken. A
+// report refused here is neither counted nor logged, since its queued
+// copy will be. It returns an error only for a failure of the store;
+// the caller may drop the report then, as the queued copy will be retried.
+// Reports of one device must not be handled concurrently, early or queued.
+func (in *Ingest) HandleEarly(ctx context.Context, topicDevice string, payload []byte) error {
+	r, err := protocol.DecodeReport(payload)
+	if err != nil || r.DeviceID != topicDevice || in.earlyHeld(topicDevice) {
+		return nil
+	}
+	err = in.applyReport(ctx, r, nil, early)
+	if errors.Is(err, verifier.ErrRefused) {
+		return nil
+	}
+	return err
+}
+
+// DropEarly tells ingest that the device's report seq was to be taken
+// early but was dropped (its worker had too many waiting). Until the
+// queued copy of seq has been handled, none of the device's later reports
+// is taken early, so that none goes ahead of it: a change that was
+// dropped is still applied, and in order.
+func (in *Ingest) DropEarly(device string, seq uint64) {
+	in.earlyMu.Lock()
+	defer in.earlyMu.Unlock()
+	if _, ok := in.dropped[device]; !ok && len(in.dropped) >= maxEarly {
+		return // too many held already: this one stays in the queue only
+	}
+	in.dropped[device] = max(in.dropped[device], seq)
+}
+
+// earlyHeld tells whether the device's reports are kept from the early
+// lane (DropEarly).
+func (in *Ingest) earlyHeld(device string) bool {
+	in.earlyMu.Lock()
+	defer in.earlyMu.Unlock()
+	_, held := in.dropped[device]
+	return held
+}
+
+// handledQueued lets the device's reports be taken early again once the
+// queued report seq is the one dropped from the early lane, or later.
+func (in *Ingest) handledQueued(device string, seq uint64) {
+	in.earlyMu.Lock()
+	defer in.earlyMu.Unlock()
+	if d, ok := in.dropped[device]; ok && seq >= d {
+		delete(in.dropped, device)
+	}
+}
+
+// overtaken tells whether a queued report of device with sequence number
+// seq was gone ahead of by a report taken early, forgetting that once the
+// copy of the last report taken early has come.
+func (in *Ingest) overtaken(device string, seq uint64) bool {
+	in.earlyMu.Lock()
+	defer in.earlyMu.Unlock()
+	o, ok := in.overtakenBy[device]
+	if !ok || seq <= o.after || seq > o.upTo {
+		return false
+	}
+	if seq == o.upTo {
+		delete(in.overtakenBy, device)
+	}
+	return true
+}
+
+// tookEarly remembers that device's report seq was taken early when the
+// last one handled was after.
+func (in *Ingest) tookEarly(device string, after, seq uint64) {
+	in.earlyMu.Lock()
+	defer in.earlyMu.Unlock()
+	o, ok := in.overtakenBy[device]
+	if !ok {
+		if len(in.overtakenBy) >= maxEarly {
+			for d := range in.overtakenBy { // forget any one: its copies may show as replays
+				delete(in.overtakenBy, d)
+				break
+			}
+		}
+		o.after = after
+	}
+	o.upTo = seq
+	in.overtakenBy[device] = o
+}
