@@ -32,34 +32,14 @@ func TestPoolKeepsEachDeviceInOrder(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
-			store, err := pebble.Open(t.TempDir(), pebble.Options{CacheSize: 8 << 20})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer store.Close()
-			keys := make([]ed25519.PrivateKey, tt.devices)
-			for d := range keys {
-				pub, priv, _ := ed25519.GenerateKey(nil)
-				keys[d] = priv
-				dev := &verifier.Device{ID: fmt.Sprintf("gw-%d", d), Tenant: "acme", PublicKey: pub, IMEI: "356938035643809"}
-				if err := store.Commit(ctx, &verifier.Commit{Device: dev}); err != nil {
-					t.Fatal(err)
-				}
-			}
+			store, keys := enrolledStore(t, tt.devices)
 			in := ingest.New(store, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now)
 			p := newPool(ctx, tt.checkers, tt.workers, in, slog.New(slog.NewTextHandler(io.Discard, nil)))
 			var acked atomic.Int64
 			for seq := 1; seq <= tt.reports; seq++ {
 				for d := range keys {
-					r := &protocol.Report{Version: protocol.Version, DeviceID: fmt.Sprintf("gw-%d", d), Seq: uint64(seq),
-						Time: time.Now().UTC(), Reason: protocol.ReasonHeartbeat, IMEI: "356938035643809", SIM: protocol.SIMAbsent,
-						Registration: protocol.Registration{State: protocol.RegHome, Stat: 1}}
-					protocol.SignReport(keys[d], r)
-					b, err := protocol.EncodeReport(r)
-					if err != nil {
-						t.Fatal(err)
-					}
-					p.handle(r.DeviceID, b, func() { acked.Add(1) })
+					device := fmt.Sprintf("gw-%d", d)
+					p.handle(device, signedReport(t, keys[d], device, uint64(seq), protocol.ReasonHeartbeat), func() { acked.Add(1) })
 				}
 			}
 			p.close()
@@ -84,39 +64,24 @@ func TestPoolKeepsEachDeviceInOrder(t *testing.T) {
 // the queued copies of both are then handled once each.
 func TestPoolTakesChangesEarly(t *testing.T) {
 	ctx := context.Background()
-	store, err := pebble.Open(t.TempDir(), pebble.Options{CacheSize: 8 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	pub, priv, _ := ed25519.GenerateKey(nil)
-	if err := store.Commit(ctx, &verifier.Commit{Device: &verifier.Device{ID: "gw-1", Tenant: "acme", PublicKey: pub, IMEI: "356938035643809"}}); err != nil {
-		t.Fatal(err)
-	}
+	store, keys := enrolledStore(t, 1)
 	report := func(seq uint64, reason protocol.ReportReason) []byte {
-		r := &protocol.Report{Version: protocol.Version, DeviceID: "gw-1", Seq: seq, Time: time.Now().UTC(), Reason: reason,
-			IMEI: "356938035643809", SIM: protocol.SIMAbsent, Registration: protocol.Registration{State: protocol.RegHome, Stat: 1}}
-		protocol.SignReport(priv, r)
-		b, err := protocol.EncodeReport(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
+		return signedReport(t, keys[0], "gw-0", seq, reason)
 	}
 	in := ingest.New(store, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now)
 	p := newPool(ctx, 1, 4, in, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	defer p.close()
 	heartbeat, change := report(1, protocol.ReasonHeartbeat), report(2, protocol.ReasonChange)
 
-	p.handleEarly("gw-1", heartbeat)
-	p.handleEarly("gw-1", change)
+	p.handleEarly("gw-0", heartbeat)
+	p.handleEarly("gw-0", change)
 	eventually(t, "the change taken early", func() bool { return in.Stats().Accepted.Load() == 1 })
-	if dev, err := store.Device(ctx, "gw-1"); err != nil || dev.LastSeq != 2 {
+	if dev, err := store.Device(ctx, "gw-0"); err != nil || dev.LastSeq != 2 {
 		t.Fatalf("device after the early change: %+v, %v", dev, err)
 	}
 	var acked atomic.Int64
-	p.handle("gw-1", heartbeat, func() { acked.Add(1) })
-	p.handle("gw-1", change, func() { acked.Add(1) })
+	p.handle("gw-0", heartbeat, func() { acked.Add(1) })
+	p.handle("gw-0", change, func() { acked.Add(1) })
 	eventually(t, "both queued copies acked", func() bool { return acked.Load() == 2 })
 	s := in.Stats()
 	if s.Accepted.Load() != 1 || s.Overtaken.Load() != 2 || s.Replayed.Load() != 0 {
@@ -131,4 +96,39 @@ func eventually(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 	}
+}
+
+// enrolledStore opens a Pebble store in a temporary directory with n
+// devices enrolled, gw-0 to gw-<n-1>, and returns their keys.
+func enrolledStore(t *testing.T, n int) (*pebble.Store, []ed25519.PrivateKey) {
+	t.Helper()
+	store, err := pebble.Open(t.TempDir(), pebble.Options{CacheSize: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	keys := make([]ed25519.PrivateKey, n)
+	for d := range keys {
+		pub, priv, _ := ed25519.GenerateKey(nil)
+		keys[d] = priv
+		dev := &verifier.Device{ID: fmt.Sprintf("gw-%d", d), Tenant: "acme", PublicKey: pub, IMEI: "356938035643809"}
+		if err := store.Commit(context.Background(), &verifier.Commit{Device: dev}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return store, keys
+}
+
+// signedReport returns device's encoded report seq, signed with key: the
+// SIM slot empty, so that it touches no card.
+func signedReport(t *testing.T, key ed25519.PrivateKey, device string, seq uint64, reason protocol.ReportReason) []byte {
+	t.Helper()
+	r := &protocol.Report{Version: protocol.Version, DeviceID: device, Seq: seq, Time: time.Now().UTC(), Reason: reason,
+		IMEI: "356938035643809", SIM: protocol.SIMAbsent, Registration: protocol.Registration{State: protocol.RegHome, Stat: 1}}
+	protocol.SignReport(key, r)
+	b, err := protocol.EncodeReport(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
