@@ -171,13 +171,8 @@ func TestTenantGetsOnlyItsAlerts(t *testing.T) {
 		ch   chan string
 		want string
 	}{{got1, "cardbind/v1/tenants/t1/alerts/blocked one"}, {got2, "cardbind/v1/tenants/t2/alerts/mismatch two"}} {
-		select {
-		case got := <-c.ch:
-			if got != c.want {
-				t.Errorf("got %q, want %q", got, c.want)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("no alert %q", c.want)
+		if got := receive(t, c.ch, "alert "+c.want); got != c.want {
+			t.Errorf("got %q, want %q", got, c.want)
 		}
 	}
 	noMore(t, got1, 200*time.Millisecond)
@@ -237,13 +232,8 @@ func TestOfflinePersistentSessionGetsAlerts(t *testing.T) {
 	}
 	mustDial(t, b.MQTTAddr(), o)
 	for i := range 3 {
-		select {
-		case p := <-got:
-			if want := fmt.Sprint("alert ", i); p != want {
-				t.Errorf("got %q, want %q", p, want)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("missed alert %d", i)
+		if p, want := receive(t, got, fmt.Sprint("alert ", i)), fmt.Sprint("alert ", i); p != want {
+			t.Errorf("got %q, want %q", p, want)
 		}
 	}
 	noMore(t, got, 300*time.Millisecond)
@@ -257,13 +247,8 @@ func TestCommandReachesDevice(t *testing.T) {
 	if err := b.PublishCommand(context.Background(), "d1", []byte("report now")); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case p := <-got:
-		if p != "report now" {
-			t.Fatalf("got %q", p)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no command")
+	if p := receive(t, got, "command"); p != "report now" {
+		t.Fatalf("got %q", p)
 	}
 	if err := b.PublishCommand(context.Background(), "d1.*", nil); err == nil {
 		t.Error("command to malformed device id published")
@@ -390,13 +375,8 @@ func TestDeviceStatus(t *testing.T) {
 	if tok := d1.Publish(protocol.StatusTopic("d1"), 1, true, protocol.StatusOnline); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("publish status: %v", tok.Error())
 	}
-	select {
-	case s := <-got:
-		if s != "cardbind.v1.devices.d1.status online" {
-			t.Fatalf("got %q", s)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no status")
+	if s := receive(t, got, "status"); s != "cardbind.v1.devices.d1.status online" {
+		t.Fatalf("got %q", s)
 	}
 	mustPublish(t, d1, protocol.StatusTopic("d2"), 1, []byte(protocol.StatusOffline))
 	if n := b.Stats().PublishRefused; n != 1 {

@@ -181,13 +181,8 @@ func TestClientIDTakeoverRefused(t *testing.T) {
 	if err := b.PublishAlert(t.Context(), "t1", protocol.AlertBlocked, "a1", []byte("alert")); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case p := <-alerts:
-		if p != "alert" {
-			t.Fatalf("got %q", p)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the console got no alert after the attempts")
+	if p := receive(t, alerts, "alert at the console after the attempts"); p != "alert" {
+		t.Fatalf("got %q", p)
 	}
 
 	// The owner itself may take its id over (a reconnect while the old
@@ -262,13 +257,8 @@ func TestOfflineSessionKeptFromOtherTenant(t *testing.T) {
 	owner.onMsg = func(_ mqtt.Client, m mqtt.Message) { got <- string(m.Payload()) }
 	mustDial(t, b.MQTTAddr(), owner)
 	for i := range 3 {
-		select {
-		case p := <-got:
-			if want := fmt.Sprint("alert ", i); p != want {
-				t.Errorf("got %q, want %q", p, want)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("missed alert %d", i)
+		if p, want := receive(t, got, fmt.Sprint("alert ", i)), fmt.Sprint("alert ", i); p != want {
+			t.Errorf("got %q, want %q", p, want)
 		}
 	}
 }

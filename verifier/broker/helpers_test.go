@@ -200,13 +200,21 @@ func collectReports(t testing.TB, b *testBroker, ack bool) (<-chan report, *Subs
 
 func waitReport(t testing.TB, ch <-chan report) report {
 	t.Helper()
+	return receive(t, ch, "report")
+}
+
+// receive returns the next value from ch, failing if none comes within
+// 10 s; what names it in the failure.
+func receive[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
 	select {
-	case r := <-ch:
-		return r
+	case v := <-ch:
+		return v
 	case <-time.After(10 * time.Second):
-		t.Fatal("no report within 10s")
+		t.Fatalf("no %s within 10s", what)
 	}
-	return report{}
+	var zero T
+	return zero
 }
 
 // noMore fails if ch yields something within d.

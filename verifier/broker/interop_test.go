@@ -138,13 +138,8 @@ func TestTLSListener(t *testing.T) {
 	if err := b.PublishAlert(context.Background(), "t1", protocol.AlertBlocked, "a1", []byte("tls alert")); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case p := <-got:
-		if p != "tls alert" {
-			t.Fatalf("got %q", p)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no alert over TLS")
+	if p := receive(t, got, "alert over TLS"); p != "tls alert" {
+		t.Fatalf("got %q", p)
 	}
 
 	// Plain MQTT is not served.
