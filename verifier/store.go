@@ -12,7 +12,7 @@ import (
 // suite both must pass. Every method is safe for concurrent use.
 //
 // Methods that read one record return ErrNotFound when it does not exist.
-// Writes are durable (synced) when they return nil.
+// Writes are durable (synced) when they return nil, except CommitLazy's.
 type Store interface {
 	// Card returns the card with this ICCID.
 	Card(ctx context.Context, iccid protocol.ICCID) (*Card, error)
@@ -40,6 +40,18 @@ type Store interface {
 	// Device.Version is the stored one, as after Commit; on failure they
 	// are unchanged. No commits is a no-op.
 	CommitAll(ctx context.Context, cs []*Commit) error
+	// CommitLazy is Commit without waiting for the disk: when it returns
+	// nil the write is applied (reads see it, versions moved on) but
+	// may not be durable yet. It becomes durable with the next Sync or
+	// durable write, whichever call made it; writes become durable in
+	// the order they were made, so a crash loses a lazy write only with
+	// every write made after it (an asynchronous commit in PostgreSQL).
+	// For writes whose loss in a crash is harmless until something is
+	// acknowledged, such as a heartbeat's last-seen time: call Sync
+	// before acknowledging them.
+	CommitLazy(ctx context.Context, c *Commit) error
+	// Sync makes every write made before it durable.
+	Sync(ctx context.Context) error
 	// UpsertInventory creates cards or updates their inventory fields
 	// (Tenant, IMSI, MSISDN, NAI) in one atomic batch, leaving binding and
 	// status alone. It is idempotent: applying the same items again

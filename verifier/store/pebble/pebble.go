@@ -34,6 +34,10 @@
 //
 // Commit, CommitAll and UpsertInventory each write one Pebble batch,
 // committed with Sync; concurrent batches share fsyncs through Pebble's group commit.
+// CommitLazy writes the same batch without Sync; it reaches the disk with
+// the next synced write of any caller (Sync writes an empty one), since
+// the write-ahead log is synced in order and the previous log is synced
+// before Pebble switches to a new one.
 // The read-check-write of a version is made atomic by striped locks:
 // first the row stripes of everything the write names (cards, device,
 // outbox ids), all at once in stripe order; then, once the old cards are
@@ -68,6 +72,7 @@ import (
 
 	pdb "github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/cardbind/cardbind/protocol"
 	"github.com/cardbind/cardbind/verifier"
@@ -94,6 +99,10 @@ type Options struct {
 	// so concurrent writers pay for fewer fdatasync calls; a commit still
 	// returns only once it is synced.
 	WALMinSyncInterval time.Duration
+	// FS is the file system the store lives on (nil: the operating
+	// system's). Tests use Pebble's in-memory one to simulate a crash
+	// that loses what was not synced.
+	FS vfs.FS
 }
 
 // DefaultWALMinSyncInterval is the default Options.WALMinSyncInterval.
@@ -155,6 +164,7 @@ func PebbleOptions(opts Options, cache *pdb.Cache) (*pdb.Options, error) {
 		// Two cores: one compaction normally, a second one when behind.
 		CompactionConcurrencyRange: func() (int, int) { return 1, 2 },
 		Logger:                     pebbleLogger{opts.Logger},
+		FS:                         opts.FS,
 	}
 	switch wi := opts.WALMinSyncInterval; {
 	case wi == 0:

@@ -94,7 +94,25 @@ func putCard(b *pdb.Batch, w cardWrite) error {
 // Commit writes a decision atomically: card, history entry, outbox
 // entries and device, in one synced batch, or nothing.
 func (s *Store) Commit(ctx context.Context, c *verifier.Commit) error {
-	return s.commitAll(ctx, []*verifier.Commit{c})
+	return s.commitAll(ctx, []*verifier.Commit{c}, pdb.Sync)
+}
+
+// CommitLazy writes like Commit but returns without waiting for the
+// write-ahead log to reach the disk; see verifier.Store.
+func (s *Store) CommitLazy(ctx context.Context, c *verifier.Commit) error {
+	return s.commitAll(ctx, []*verifier.Commit{c}, pdb.NoSync)
+}
+
+// Sync makes every write made before it durable: an empty synced write,
+// which syncs the write-ahead log up to it.
+func (s *Store) Sync(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := s.db.LogData(nil, pdb.Sync); err != nil {
+		return fmt.Errorf("pebble: sync: %w", err)
+	}
+	return nil
 }
 
 // CommitAll writes many commits in one synced batch, or nothing: a
@@ -106,10 +124,10 @@ func (s *Store) CommitAll(ctx context.Context, cs []*verifier.Commit) error {
 	if len(cs) == 0 {
 		return ctx.Err()
 	}
-	return s.commitAll(ctx, cs)
+	return s.commitAll(ctx, cs, pdb.Sync)
 }
 
-func (s *Store) commitAll(ctx context.Context, cs []*verifier.Commit) error {
+func (s *Store) commitAll(ctx context.Context, cs []*verifier.Commit, sync *pdb.WriteOptions) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -156,7 +174,7 @@ func (s *Store) commitAll(ctx context.Context, cs []*verifier.Commit) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := b.Commit(pdb.Sync); err != nil {
+	if err := b.Commit(sync); err != nil {
 		return fmt.Errorf("pebble: commit: %w", err)
 	}
 	for _, c := range cs {

@@ -33,6 +33,7 @@ func Run(t *testing.T, open func(t *testing.T) verifier.Store) {
 		{"AtomicCreate", testAtomicCreate},
 		{"CommitAll", testCommitAll},
 		{"CommitAllConflict", testCommitAllConflict},
+		{"CommitLazy", testCommitLazy},
 		{"CanceledContext", testCanceledContext},
 		{"Indexes", testIndexes},
 		{"IndexMoves", testIndexMoves},
@@ -609,6 +610,49 @@ func testAtomicCreate(t *testing.T, s verifier.Store) {
 }
 
 // A write under a canceled context fails and writes nothing.
+// CommitLazy follows Commit's rules, and what it wrote is read back at
+// once, before any Sync. (That a crash loses it only with what came after
+// is each implementation's own test: it needs a crash.)
+func testCommitLazy(t *testing.T, s verifier.Store) {
+	c := newCard(iccidA, "460031234567890")
+	d := &verifier.Device{ID: "gw-1", Tenant: "acme", LastSeq: 1}
+	if err := s.CommitLazy(ctx, &verifier.Commit{Card: c, Device: d}); err != nil {
+		t.Fatalf("CommitLazy: %v", err)
+	}
+	if c.Version != 1 || d.Version != 1 {
+		t.Errorf("caller's versions after a lazy create: card %d, device %d; want 1, 1", c.Version, d.Version)
+	}
+	got, err := s.FindCard(ctx, verifier.ByIMSI, "460031234567890")
+	if err != nil || got.ICCID != iccidA || got.Version != 1 {
+		t.Fatalf("FindCard after CommitLazy = %+v, %v", got, err)
+	}
+	stale := *d
+	d.LastSeq = 2
+	if err := s.CommitLazy(ctx, &verifier.Commit{Device: d}); err != nil {
+		t.Fatalf("CommitLazy update: %v", err)
+	}
+	if err := s.CommitLazy(ctx, &verifier.Commit{Device: &stale}); !errors.Is(err, verifier.ErrConflict) {
+		t.Errorf("stale lazy update: %v, want ErrConflict", err)
+	}
+	if err := s.Sync(ctx); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	if gd, err := s.Device(ctx, "gw-1"); err != nil || gd.LastSeq != 2 || gd.Version != 2 {
+		t.Errorf("Device = %+v, %v; want LastSeq 2, Version 2", gd, err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := s.CommitLazy(cctx, &verifier.Commit{Card: newCard(iccidB, "")}); err == nil {
+		t.Error("CommitLazy under a canceled context succeeded")
+	}
+	if err := s.Sync(cctx); err == nil {
+		t.Error("Sync under a canceled context succeeded")
+	}
+	if _, err := s.Card(ctx, iccidB); !errors.Is(err, verifier.ErrNotFound) {
+		t.Errorf("card %s: %v", iccidB, err)
+	}
+}
+
 func testCanceledContext(t *testing.T, s verifier.Store) {
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
