@@ -52,7 +52,7 @@ func (in *Ingest) HandleEarly(ctx context.Context, topicDevice string, payload [
 	if err != nil || r.DeviceID != topicDevice || in.earlyHeld(topicDevice) {
 		return nil
 	}
-	err = in.applyReport(ctx, r, nil, early)
+	err = in.applyReport(ctx, r, nil, early, false)
 	if errors.Is(err, verifier.ErrRefused) {
 		return nil
 	}

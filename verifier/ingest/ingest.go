@@ -30,6 +30,8 @@ type Store interface {
 	Card(ctx context.Context, iccid protocol.ICCID) (*verifier.Card, error)
 	Device(ctx context.Context, id string) (*verifier.Device, error)
 	Commit(ctx context.Context, c *verifier.Commit) error
+	CommitLazy(ctx context.Context, c *verifier.Commit) error
+	Sync(ctx context.Context) error
 }
 
 // Locator places a serving cell on the map: nil and no error when the cell
@@ -120,7 +122,7 @@ func (in *Ingest) refusedIsDone(topicDevice string, err error) error {
 
 func (in *Ingest) handleReport(ctx context.Context, topicDevice string, payload []byte) error {
 	r, err := protocol.DecodeReport(payload)
-	return in.handleDecoded(ctx, topicDevice, Checked{report: r, decodeErr: err})
+	return in.handleDecoded(ctx, topicDevice, Checked{report: r, decodeErr: err}, false)
 }
 
 // Checked is a report decoded and its signature checked ahead of its turn
@@ -165,12 +167,28 @@ func (in *Ingest) CheckBatch(ctx context.Context, devices []string, payloads [][
 
 // HandleChecked is HandleReport for a report that went through
 // CheckBatch; it skips the signature check when the device's key is still
-// the one the batch verified.
+// the one the batch verified. Unlike HandleReport, it does not wait for
+// the disk when the report changes nothing anyone is told of (a heartbeat
+// from where the card belongs: no history entry, no outbox entry); see
+// Store.CommitLazy. Call Sync before acknowledging the reports it handled,
+// refused ones too: a refusal may rest on a write not yet durable.
 func (in *Ingest) HandleChecked(ctx context.Context, topicDevice string, c Checked) error {
-	return in.refusedIsDone(topicDevice, in.handleDecoded(ctx, topicDevice, c))
+	return in.refusedIsDone(topicDevice, in.handleDecoded(ctx, topicDevice, c, true))
 }
 
-func (in *Ingest) handleDecoded(ctx context.Context, topicDevice string, c Checked) error {
+// Sync makes the effects of every report handled so far durable
+// (Store.Sync): after it, reports handled by HandleChecked may be
+// acknowledged.
+func (in *Ingest) Sync(ctx context.Context) error {
+	if err := in.store.Sync(ctx); err != nil {
+		return fmt.Errorf("ingest: sync: %w", err)
+	}
+	return nil
+}
+
+// handleDecoded applies a decoded report; lazy lets its quiet commits
+// return before they are durable (see commit).
+func (in *Ingest) handleDecoded(ctx context.Context, topicDevice string, c Checked, lazy bool) error {
 	if c.decodeErr != nil {
 		in.stats.Malformed.Add(1)
 		return fmt.Errorf("%w: %w", verifier.ErrRefused, c.decodeErr)
@@ -181,7 +199,7 @@ func (in *Ingest) handleDecoded(ctx context.Context, topicDevice string, c Check
 		return fmt.Errorf("%w: report of %s published on %s's topic", verifier.ErrRefused, r.DeviceID, topicDevice)
 	}
 	for attempt := 1; ; attempt++ {
-		err := in.applyReport(ctx, r, c.key, queued)
+		err := in.applyReport(ctx, r, c.key, queued, lazy)
 		if !errors.Is(err, verifier.ErrConflict) || attempt == maxAttempts {
 			if err == nil || errors.Is(err, verifier.ErrRefused) {
 				in.handledQueued(r.DeviceID, r.Seq)
@@ -196,8 +214,8 @@ func (in *Ingest) handleDecoded(ctx context.Context, topicDevice string, c Check
 // report's signature was already verified against; ln is how it came.
 // Every commit but the last carries no device update; the last one
 // records the sequence number, so a crash in between repeats only
-// observations whose effect is already in place.
-func (in *Ingest) applyReport(ctx context.Context, r *protocol.Report, verifiedKey []byte, ln lane) error {
+// observations whose effect is already in place. lazy is commit's.
+func (in *Ingest) applyReport(ctx context.Context, r *protocol.Report, verifiedKey []byte, ln lane, lazy bool) error {
 	count := func(c *atomic.Uint64) {
 		if ln == queued {
 			c.Add(1)
@@ -260,12 +278,12 @@ func (in *Ingest) applyReport(ctx context.Context, r *protocol.Report, verifiedK
 		if flag && obs.Kind == verifier.ObservedIn {
 			extra = append(extra, protocol.AlertDeviceFlagged)
 		}
-		if err := in.apply(ctx, obs, dev.Tenant, d, extra); err != nil {
+		if err := in.apply(ctx, obs, dev.Tenant, d, extra, lazy); err != nil {
 			return err
 		}
 	}
 	if len(steps) == 0 {
-		if err := in.store.Commit(ctx, &verifier.Commit{Device: &newDev}); err != nil {
+		if err := in.commit(ctx, &verifier.Commit{Device: &newDev}, lazy); err != nil {
 			return fmt.Errorf("ingest: record report of %s: %w", r.DeviceID, err)
 		}
 	}
@@ -313,20 +331,20 @@ func (in *Ingest) Observe(ctx context.Context, obs verifier.Observation, tenant 
 	var out engine.Outcome
 	for attempt := 1; ; attempt++ {
 		var err error
-		out, err = in.observe(ctx, obs, tenant, nil, nil)
+		out, err = in.observe(ctx, obs, tenant, nil, nil, false)
 		if !errors.Is(err, verifier.ErrConflict) || attempt == maxAttempts {
 			return out, err
 		}
 	}
 }
 
-func (in *Ingest) apply(ctx context.Context, obs verifier.Observation, tenant string, dev *verifier.Device, extra []protocol.AlertType) error {
-	_, err := in.observe(ctx, obs, tenant, dev, extra)
+func (in *Ingest) apply(ctx context.Context, obs verifier.Observation, tenant string, dev *verifier.Device, extra []protocol.AlertType, lazy bool) error {
+	_, err := in.observe(ctx, obs, tenant, dev, extra, lazy)
 	if errors.Is(err, verifier.ErrRefused) {
 		// The observation is refused but the report itself is genuine:
 		// still record its sequence number.
 		if dev != nil {
-			if cerr := in.store.Commit(ctx, &verifier.Commit{Device: dev}); cerr != nil {
+			if cerr := in.commit(ctx, &verifier.Commit{Device: dev}, lazy); cerr != nil {
 				return fmt.Errorf("ingest: record report of %s: %w", dev.ID, cerr)
 			}
 		}
@@ -336,7 +354,7 @@ func (in *Ingest) apply(ctx context.Context, obs verifier.Observation, tenant st
 	return err
 }
 
-func (in *Ingest) observe(ctx context.Context, obs verifier.Observation, tenant string, dev *verifier.Device, extra []protocol.AlertType) (engine.Outcome, error) {
+func (in *Ingest) observe(ctx context.Context, obs verifier.Observation, tenant string, dev *verifier.Device, extra []protocol.AlertType, lazy bool) (engine.Outcome, error) {
 	card, err := in.store.Card(ctx, obs.ICCID)
 	switch {
 	case errors.Is(err, verifier.ErrNotFound):
@@ -366,7 +384,7 @@ func (in *Ingest) observe(ctx context.Context, obs verifier.Observation, tenant 
 		return out, err
 	}
 	commit.Device = dev
-	if err := in.store.Commit(ctx, commit); err != nil {
+	if err := in.commit(ctx, commit, lazy); err != nil {
 		return out, fmt.Errorf("ingest: commit card %s: %w", obs.ICCID, err)
 	}
 	in.committed(commit, out.Decision)
@@ -403,6 +421,18 @@ func (in *Ingest) ExpireGrace(ctx context.Context, iccid protocol.ICCID) error {
 			return err
 		}
 	}
+}
+
+// commit writes c. When lazy and c is quiet (no history entry, no outbox
+// entry: nothing is enforced or told because of it) it does not wait for
+// the disk; the caller makes it durable with Sync before acknowledging
+// the report. Anything that is enforced or told is durable first, so a
+// crash never leaves an action taken on a decision the store lost.
+func (in *Ingest) commit(ctx context.Context, c *verifier.Commit, lazy bool) error {
+	if lazy && c.History == nil && len(c.Outbox) == 0 {
+		return in.store.CommitLazy(ctx, c)
+	}
+	return in.store.Commit(ctx, c)
 }
 
 func (in *Ingest) committed(c *verifier.Commit, d protocol.Decision) {

@@ -25,6 +25,10 @@ type memStore struct {
 	history []verifier.HistoryEntry
 	outbox  []verifier.OutboxEntry
 	commits int
+	// lazy counts CommitLazy calls, lazyEffects those that carried a
+	// history or outbox entry (which must be durable at once), syncs
+	// calls to Sync.
+	lazy, lazyEffects, syncs int
 }
 
 func newMemStore() *memStore {
@@ -81,6 +85,24 @@ func (m *memStore) Commit(_ context.Context, c *verifier.Commit) error {
 	}
 	m.outbox = append(m.outbox, c.Outbox...)
 	m.commits++
+	return nil
+}
+
+func (m *memStore) CommitLazy(ctx context.Context, c *verifier.Commit) error {
+	err := m.Commit(ctx, c)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.lazy++
+	if c.History != nil || len(c.Outbox) > 0 {
+		m.lazyEffects++
+	}
+	return err
+}
+
+func (m *memStore) Sync(context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.syncs++
 	return nil
 }
 
@@ -451,6 +473,52 @@ func TestCheckedBatchSameAsOneByOne(t *testing.T) {
 	}
 	if one.in.Stats().Forged.Load() != 1 || one.in.Stats().Accepted.Load() != 4 {
 		t.Errorf("the script does not exercise what it should: %v", counters(one.in.Stats()))
+	}
+}
+
+// Through HandleChecked, a report that changes nothing anyone is told of
+// is committed lazily; one that blocks, alerts or writes history is
+// durable before HandleChecked returns, and so is every report through
+// HandleReport. Sync reaches the store.
+func TestCheckedQuietCommitsAreLazy(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	f.bind(cardA, &verifier.Binding{IMEIs: []protocol.IMEI{gw1IMEI}, Mode: verifier.ModeBlock, AutoResume: true})
+	checked := func(id string, p []byte) {
+		t.Helper()
+		if err := f.in.HandleChecked(ctx, id, f.in.CheckBatch(ctx, []string{id}, [][]byte{p})[0]); err != nil {
+			t.Fatalf("HandleChecked: %v", err)
+		}
+	}
+	tests := []struct {
+		name         string
+		run          func()
+		lazy, synced int // commits added of each kind
+	}{
+		{"card at home, through HandleReport", func() { f.handle("gw-1", f.report("gw-1", gw1IMEI, cardA)) }, 0, 1},
+		{"card at home", func() { checked("gw-1", f.report("gw-1", gw1IMEI, cardA)) }, 1, 0},
+		{"no SIM: separated, blocked", func() { checked("gw-1", f.report("gw-1", gw1IMEI, "")) }, 0, 1},
+		{"unknown card: only the device's sequence", func() { checked("gw-1", f.report("gw-1", gw1IMEI, "8944500102030405060")) }, 1, 0},
+		{"card back: resumed", func() { checked("gw-1", f.report("gw-1", gw1IMEI, cardA)) }, 0, 1},
+		{"card in another gateway: blocked", func() { checked("gw-2", f.report("gw-2", gw2IMEI, cardA)) }, 0, 1},
+		{"replayed: nothing", func() {
+			f.seq["gw-1"]--
+			checked("gw-1", f.report("gw-1", gw1IMEI, cardA))
+		}, 0, 0},
+	}
+	for _, tt := range tests {
+		lazy, all := f.store.lazy, f.store.commits
+		tt.run()
+		gotLazy := f.store.lazy - lazy
+		if gotSynced := f.store.commits - all - gotLazy; gotLazy != tt.lazy || gotSynced != tt.synced {
+			t.Errorf("%s: %d lazy and %d synced commits, want %d and %d", tt.name, gotLazy, gotSynced, tt.lazy, tt.synced)
+		}
+	}
+	if f.store.lazyEffects != 0 {
+		t.Errorf("%d lazy commits carried history or outbox entries", f.store.lazyEffects)
+	}
+	if err := f.in.Sync(ctx); err != nil || f.store.syncs != 1 {
+		t.Errorf("Sync: %v, store synced %d times", err, f.store.syncs)
 	}
 }
 
