@@ -33,7 +33,8 @@ func checkersFor(procs int) int { return max(1, (procs+3)/4) }
 // pool runs reports through ingest in two steps. Checkers take whatever
 // reports are waiting, up to maxCheckBatch, decode them and check their
 // signatures in one batch (ingest.CheckBatch); workers then handle them
-// one at a time, each waiting for its synced commit. A device's reports
+// one at a time, and the syncer acknowledges them once their effects are
+// durable, one sync for all that were handled meanwhile. A device's reports
 // always go to the same checker and the same worker, so they are handled
 // in order. Under load the batches fill by themselves; below it a checker
 // waits up to linger for company.
@@ -48,6 +49,8 @@ type pool struct {
 	checkers []chan job
 	workers  []chan job
 	early    []chan job // one per worker, taken first
+	sync     *syncer
+	stopSync chan struct{}
 	checking sync.WaitGroup
 	working  sync.WaitGroup
 }
@@ -67,30 +70,15 @@ const earlyQueue = 16
 // newPool starts nCheckers checkers and nWorkers workers.
 func newPool(ctx context.Context, nCheckers, nWorkers int, in *ingest.Ingest, log *slog.Logger) *pool {
 	p := &pool{in: in, log: log, checkers: make([]chan job, nCheckers), workers: make([]chan job, nWorkers),
-		early: make([]chan job, nWorkers)}
+		early: make([]chan job, nWorkers), sync: newSyncer(in, log), stopSync: make(chan struct{})}
+	go p.sync.run(ctx, p.stopSync)
 	for i := range p.workers {
 		q, e := make(chan job, 64), make(chan job, earlyQueue)
 		p.workers[i], p.early[i] = q, e
 		p.working.Add(1)
 		go func() {
 			defer p.working.Done()
-			for {
-				select {
-				case j := <-e:
-					p.workEarly(ctx, j)
-					continue
-				default:
-				}
-				select {
-				case j := <-e:
-					p.workEarly(ctx, j)
-				case j, ok := <-q:
-					if !ok {
-						return
-					}
-					p.work(ctx, j)
-				}
-			}
+			p.runWorker(ctx, q, e)
 		}()
 	}
 	for i := range p.checkers {
@@ -168,19 +156,122 @@ func gather(q chan job, batch []job, wait *time.Timer) []job {
 	return batch
 }
 
+// runWorker handles the reports of its devices: those taken early first,
+// then the queued ones in order. It hands the acknowledgement of a queued
+// report to the syncer (ingest.HandleChecked does not wait for the disk
+// for a quiet report), so a device's next report does not wait for the
+// disk either.
+func (p *pool) runWorker(ctx context.Context, q, e chan job) {
+	for {
+		select {
+		case j := <-e:
+			p.workEarly(ctx, j)
+			continue
+		default:
+		}
+		select {
+		case j := <-e:
+			p.workEarly(ctx, j)
+		case j, ok := <-q:
+			if !ok {
+				return
+			}
+			if p.work(ctx, j) {
+				p.sync.add(j.ack)
+			}
+		}
+	}
+}
+
+// syncer acknowledges handled reports once their effects are durable: it
+// takes every acknowledgement handed to it since its last round, syncs
+// the store once (ingest.Sync) and acknowledges them all. One sync covers
+// the reports of all workers, however many there are.
+type syncer struct {
+	in   *ingest.Ingest
+	log  *slog.Logger
+	mu   sync.Mutex
+	acks []func()
+	wake chan struct{} // a round is due
+	done chan struct{} // closed when run returns
+}
+
+func newSyncer(in *ingest.Ingest, log *slog.Logger) *syncer {
+	return &syncer{in: in, log: log, wake: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+// add hands over the acknowledgement of a handled report.
+func (s *syncer) add(ack func()) {
+	s.mu.Lock()
+	s.acks = append(s.acks, ack)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run makes rounds until stop is closed, then a last one. When ctx ends
+// first, what is not yet synced stays unacknowledged, to be delivered
+// again.
+func (s *syncer) run(ctx context.Context, stop <-chan struct{}) {
+	defer close(s.done)
+	var acks []func()
+	for {
+		select {
+		case <-s.wake:
+		case <-stop:
+			s.round(ctx, acks)
+			return
+		}
+		acks = s.round(ctx, acks)
+	}
+}
+
+// round syncs and acknowledges what was handed over; it returns the
+// emptied slice for reuse. A failed sync is retried in place.
+func (s *syncer) round(ctx context.Context, spare []func()) []func() {
+	s.mu.Lock()
+	acks := s.acks
+	s.acks = spare[:0]
+	s.mu.Unlock()
+	if len(acks) == 0 {
+		return acks
+	}
+	for attempt := 1; ; attempt++ {
+		// A stopping verifier still syncs what it handled (the store
+		// stays open until the pool is closed), so that a clean stop
+		// sends nothing round again.
+		err := s.in.Sync(context.WithoutCancel(ctx))
+		if err == nil {
+			break
+		}
+		s.log.Error("sync failed; retrying", "reports", len(acks), "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return acks[:0] // not acked: the broker delivers them again after a restart
+		case <-time.After(dispatch.Backoff(attempt, 100*time.Millisecond, 10*time.Second)):
+		}
+	}
+	for _, ack := range acks {
+		ack()
+	}
+	return acks[:0]
+}
+
 // work handles one report, retrying transient failures (the store) in
-// place so that the device's later reports do not overtake it.
-func (p *pool) work(ctx context.Context, j job) {
+// place so that the device's later reports do not overtake it. It reports
+// whether the report was handled, to be acknowledged after the next sync.
+func (p *pool) work(ctx context.Context, j job) bool {
 	for attempt := 1; ; attempt++ {
 		err := p.in.HandleChecked(ctx, j.device, j.checked)
 		if err == nil {
-			j.ack()
-			return
+			return true
 		}
 		p.log.Error("report failed; retrying", "device", j.device, "attempt", attempt, "err", err)
 		select {
 		case <-ctx.Done():
-			return // not acked: the broker delivers it again after a restart
+			return false // not acked: the broker delivers it again after a restart
 		case <-time.After(dispatch.Backoff(attempt, 100*time.Millisecond, 10*time.Second)):
 		}
 	}
@@ -241,4 +332,6 @@ func (p *pool) close() {
 		close(q)
 	}
 	p.working.Wait()
+	close(p.stopSync)
+	<-p.sync.done
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -87,6 +88,98 @@ func TestPoolTakesChangesEarly(t *testing.T) {
 	if s.Accepted.Load() != 1 || s.Overtaken.Load() != 2 || s.Replayed.Load() != 0 {
 		t.Errorf("accepted %d overtaken %d replayed %d; want 1, 2, 0", s.Accepted.Load(), s.Overtaken.Load(), s.Replayed.Load())
 	}
+}
+
+// Every report is acknowledged only once its effect is durable: after a
+// Sync that began after its commit (or a synced commit after it), also
+// when the pool is closed with reports still in flight.
+func TestPoolAcksOnlyDurableReports(t *testing.T) {
+	ctx := context.Background()
+	const devices, reports = 6, 40
+	pebbleStore, keys := enrolledStore(t, devices)
+	store := &syncWatch{Store: pebbleStore, at: map[string]int{}}
+	in := ingest.New(store, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now)
+	p := newPool(ctx, 1, 3, in, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var acked, early atomic.Int64
+	for seq := 1; seq <= reports; seq++ {
+		for d := range keys {
+			device := fmt.Sprintf("gw-%d", d)
+			p.handle(device, signedReport(t, keys[d], device, uint64(seq), protocol.ReasonHeartbeat), func() {
+				if !store.durable(device, uint64(seq)) {
+					early.Add(1)
+				}
+				acked.Add(1)
+			})
+		}
+	}
+	p.close()
+	if acked.Load() != devices*reports || early.Load() != 0 {
+		t.Errorf("acked %d of %d reports, %d of them before their commit was synced", acked.Load(), devices*reports, early.Load())
+	}
+	if store.lazy == 0 {
+		t.Error("no commit was lazy: the test does not test what it should")
+	}
+	t.Logf("%d lazy commits, %d syncs", store.lazy, store.syncs)
+}
+
+// syncWatch is a store that knows which device updates are durable: those
+// a completed Sync, or a later synced commit, covers.
+type syncWatch struct {
+	*pebble.Store
+	mu             sync.Mutex
+	writes, synced int            // commits so far; those covered by a sync
+	at             map[string]int // "device/seq" → writes after its commit
+	lazy, syncs    int
+}
+
+func (w *syncWatch) Commit(ctx context.Context, c *verifier.Commit) error {
+	err := w.Store.Commit(ctx, c)
+	w.wrote(c, err, false)
+	return err
+}
+
+func (w *syncWatch) CommitLazy(ctx context.Context, c *verifier.Commit) error {
+	err := w.Store.CommitLazy(ctx, c)
+	w.wrote(c, err, true)
+	return err
+}
+
+func (w *syncWatch) wrote(c *verifier.Commit, err error, lazy bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err != nil {
+		return
+	}
+	w.writes++
+	if c.Device != nil {
+		w.at[fmt.Sprintf("%s/%d", c.Device.ID, c.Device.LastSeq)] = w.writes
+	}
+	if lazy {
+		w.lazy++
+	} else {
+		w.synced = w.writes
+	}
+}
+
+func (w *syncWatch) Sync(ctx context.Context) error {
+	w.mu.Lock()
+	n := w.writes
+	w.mu.Unlock()
+	err := w.Store.Sync(ctx)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err == nil {
+		w.synced = max(w.synced, n)
+		w.syncs++
+	}
+	return err
+}
+
+func (w *syncWatch) durable(device string, seq uint64) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	at, ok := w.at[fmt.Sprintf("%s/%d", device, seq)]
+	return ok && at <= w.synced
 }
 
 func eventually(t *testing.T, what string, cond func() bool) {
