@@ -22,6 +22,7 @@ import (
 	"github.com/cardbind/cardbind/protocol"
 	"github.com/cardbind/cardbind/verifier"
 	"github.com/cardbind/cardbind/verifier/engine"
+	"github.com/cardbind/cardbind/verifier/sigcheck"
 )
 
 // Errors the service returns besides verifier.ErrNotFound and
@@ -230,6 +231,11 @@ func (s *Service) CreateEnrollToken(ctx context.Context, tenant string, ttl time
 // device's public key and IMEI, and returns the device's identity and MQTT
 // credentials.
 func (s *Service) Enroll(ctx context.Context, req *protocol.EnrollRequest) (*protocol.EnrollResponse, error) {
+	// Before the token is spent, so that a bad key costs the agent
+	// nothing but a clear error.
+	if err := sigcheck.CheckKey(req.PublicKey); err != nil {
+		return nil, fmt.Errorf("%w: public_key: %w", ErrInvalid, err)
+	}
 	raw, err := s.store.TakeRecord(ctx, nsToken, hex.EncodeToString(hashSecret(req.Token)))
 	if errors.Is(err, verifier.ErrNotFound) {
 		return nil, ErrTokenInvalid

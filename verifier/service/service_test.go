@@ -154,6 +154,17 @@ func TestEnrolmentTokens(t *testing.T) {
 	}
 
 	once, _, _ := f.svc.CreateEnrollToken(ctx, "acme", time.Hour, "test")
+	// A key that is no point, or one of small order, is refused and does
+	// not spend the token.
+	for name, bad := range map[string][]byte{
+		"not on the curve": append([]byte{2}, make([]byte, 31)...),
+		"small order":      append([]byte{1}, make([]byte, 31)...), // the neutral element
+	} {
+		_, err := f.svc.Enroll(ctx, &protocol.EnrollRequest{Version: 1, Token: once, PublicKey: bad, IMEI: imeiGW})
+		if !errors.Is(err, service.ErrInvalid) || !strings.Contains(err.Error(), "public_key") {
+			t.Errorf("key %s: %v, want ErrInvalid naming public_key", name, err)
+		}
+	}
 	if err := enrol(once); err != nil {
 		t.Fatal(err)
 	}

@@ -30,8 +30,26 @@ func cofactored(it Item) bool {
 	return voi.VerifyWithOptions(voi.PublicKey(it.Pub), it.Msg, it.Sig, &voi.Options{Verify: &opts})
 }
 
+// verifiers returns Verifiers to run a test on: one that expands and
+// keeps every key, one that is full and expands a key when it comes
+// back (so the first check of a key is unexpanded, the next expanded),
+// and one that never expands.
+func verifiers(t testing.TB) map[string]*Verifier {
+	full := New(1)
+	full.key(honestItems(t, 1)[0].Pub)
+	never := New(1)
+	never.key(honestItems(t, 1)[0].Pub)
+	never.seen.ring = nil
+	return map[string]*Verifier{"kept": New(0), "full": full, "unexpanded": never}
+}
+
 func TestVerifyBatch(t *testing.T) {
-	v := New(0)
+	for name, v := range verifiers(t) {
+		t.Run(name, func(t *testing.T) { testVerifyBatch(t, v) })
+	}
+}
+
+func testVerifyBatch(t *testing.T, v *Verifier) {
 	_, otherPriv, _ := ed25519.GenerateKey(nil)
 	bad := func(items []Item, i int) []Item {
 		items[i].Sig = ed25519.Sign(otherPriv, items[i].Msg)
@@ -61,7 +79,7 @@ func TestVerifyBatch(t *testing.T) {
 					want[i] = true
 				}
 			}
-			for pass := range 2 { // keys expanded, then kept
+			for pass := range 2 { // keys met for the first time, then again
 				got := v.VerifyBatch(tt.items)
 				if fmt.Sprint(got) != fmt.Sprint(want) {
 					t.Errorf("pass %d: got %v, want %v", pass, got, want)
@@ -86,14 +104,19 @@ func notOnCurve() []byte {
 // accepts whatever crypto/ed25519 accepts, and otherwise differs from it
 // only by the cofactored equation for keys not of small order.
 func TestVerifyBatchEdgeCases(t *testing.T) {
-	v := New(0)
+	for name, v := range verifiers(t) {
+		t.Run(name, func(t *testing.T) { testVerifyBatchEdgeCases(t, v) })
+	}
+}
+
+func testVerifyBatchEdgeCases(t *testing.T, v *Verifier) {
 	honest := honestItems(t, 7)
 	differ := 0
 	for i, c := range edgeVectors(t) {
 		it := Item{Pub: c.pub, Msg: c.msg, Sig: c.sig}
 		stdlib := ed25519.Verify(c.pub, c.msg, c.sig)
 		want := stdlib
-		if k, ok := v.key(c.pub); ok && !k.smallOrder {
+		if small, ok := smallOrder(c.pub); ok && !small {
 			want = cofactored(it)
 		}
 		if stdlib && !want {
@@ -122,10 +145,14 @@ func FuzzVerifyBatch(f *testing.F) {
 		f.Add(it.Pub, it.Msg, it.Sig)
 	}
 	f.Add(make([]byte, 32), []byte("m"), make([]byte, 64))
-	v := New(0)
+	vs := verifiers(f)
 	f.Fuzz(func(t *testing.T, pub, msg, sig []byte) {
 		it := Item{Pub: pub, Msg: msg, Sig: sig}
 		stdlib := len(pub) == ed25519.PublicKeySize && ed25519.Verify(pub, msg, sig)
+		v := vs["kept"]
+		if len(msg) > 0 && msg[0]%2 == 1 {
+			v = vs["unexpanded"]
+		}
 		got := v.VerifyBatch(append([]Item{it}, honest...))
 		if stdlib && !got[0] {
 			t.Fatalf("refused what crypto/ed25519 accepts: A=%x sig=%x", pub, sig)
@@ -138,6 +165,48 @@ func FuzzVerifyBatch(f *testing.F) {
 				t.Fatalf("honest item %d refused", j)
 			}
 		}
+	})
+}
+
+// BenchmarkVerifyBatchFleet checks batches of 64 signatures from a
+// fleet of devices with more keys than the Verifier keeps, each device
+// met once a pass, as at millions of devices: "expand-each" expands
+// every key for its one check and keeps it in another's place (what
+// sigcheck did before it expanded only keys that come back), "unexpanded"
+// is what it does now.
+func BenchmarkVerifyBatchFleet(b *testing.B) {
+	const keep, fleet = 256, 4096
+	items := honestItems(b, fleet)
+	run := func(b *testing.B, v *Verifier, expandEach bool) {
+		i := 0
+		for b.Loop() {
+			batch := items[i : i+64]
+			if i += 64; i == fleet {
+				i = 0
+			}
+			if expandEach { // forget every key: all 64 are expanded again
+				v.mu.Lock()
+				v.keys = map[string]*key{}
+				v.mu.Unlock()
+			}
+			for j, ok := range v.VerifyBatch(batch) {
+				if !ok {
+					b.Fatalf("item %d refused", j)
+				}
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*64), "µs/sig")
+	}
+	b.Run("expand-each", func(b *testing.B) {
+		v := New(fleet) // never full: every key it meets is expanded
+		run(b, v, true)
+	})
+	b.Run("unexpanded", func(b *testing.B) {
+		v := New(keep)
+		for _, it := range honestItems(b, keep) {
+			v.key(it.Pub)
+		}
+		run(b, v, false)
 	})
 }
 

@@ -12,10 +12,18 @@
 //
 // VerifyBatch checks many signatures at once, at about 17 µs each in
 // batches of 64 (see its doc for the one rule in which it differs).
+//
+// A fleet larger than the kept keys (DefaultKeys) would have every key
+// expanded for one check and dropped before the device's next report.
+// So a key is expanded only while there is room, or when it comes back
+// soon after it was last seen; the others are checked unexpanded, which
+// costs less than expanding them for one use.
 package sigcheck
 
 import (
+	"errors"
 	"fmt"
+	"hash/maphash"
 	"sync"
 
 	"github.com/oasisprotocol/curve25519-voi/curve"
@@ -30,11 +38,47 @@ const DefaultKeys = 16384
 
 // Verifier checks report signatures. It is safe for concurrent use.
 type Verifier struct {
-	max       int
-	opts      *ed25519.Options // verify as crypto/ed25519 does
-	batchOpts *ed25519.Options // the same rules with the cofactored equation
+	max  int
+	opts *ed25519.Options // verify as crypto/ed25519 does
+	// batchOpts are the same rules with the cofactored equation, refusing
+	// keys of small order (which are checked with opts instead).
+	batchOpts *ed25519.Options
 	mu        sync.Mutex
 	keys      map[string]*key // by the key's 32 bytes
+	seen      recent          // keys met but not kept
+}
+
+// seenKeys is how many keys met but not kept the Verifier remembers: a
+// key that comes back while remembered is expanded and kept.
+const seenKeys = 1 << 16
+
+// recent remembers the hashes of the last n keys added, oldest forgotten
+// first.
+type recent struct {
+	seed maphash.Seed
+	set  map[uint64]struct{}
+	ring []uint64
+	next int
+}
+
+// add remembers pub; it reports whether pub was remembered already.
+func (r *recent) add(pub []byte) bool {
+	h := maphash.Bytes(r.seed, pub)
+	if _, ok := r.set[h]; ok {
+		return true
+	}
+	switch {
+	case cap(r.ring) == 0:
+		return false
+	case len(r.ring) < cap(r.ring):
+		r.ring = append(r.ring, h)
+	default:
+		delete(r.set, r.ring[r.next])
+		r.ring[r.next] = h
+		r.next = (r.next + 1) % len(r.ring)
+	}
+	r.set[h] = struct{}{}
+	return false
 }
 
 // key is a public key's expanded form, and whether the key is a point of
@@ -46,19 +90,23 @@ type key struct {
 }
 
 // New returns a Verifier that keeps up to maxKeys expanded keys
-// (DefaultKeys when 0 or less). When it is full, a key seen before is
-// dropped for each new one.
+// (DefaultKeys when 0 or less). Once it is full, a new key is expanded
+// only when it comes back while the Verifier still remembers meeting it
+// (the last seenKeys keys it met), and then takes the place of a kept one;
+// until then it is checked unexpanded.
 func New(maxKeys int) *Verifier {
 	if maxKeys <= 0 {
 		maxKeys = DefaultKeys
 	}
 	batch := *ed25519.VerifyOptionsStdLib
 	batch.CofactorlessVerify = false
+	batch.AllowSmallOrderA = false
 	return &Verifier{
 		max:       maxKeys,
 		opts:      &ed25519.Options{Verify: ed25519.VerifyOptionsStdLib},
 		batchOpts: &ed25519.Options{Verify: &batch},
 		keys:      make(map[string]*key),
+		seen:      recent{seed: maphash.MakeSeed(), set: make(map[uint64]struct{}), ring: make([]uint64, 0, seenKeys)},
 	}
 }
 
@@ -84,15 +132,25 @@ func (v *Verifier) Verify(pub, msg, sig []byte) bool {
 		return false
 	}
 	k, ok := v.key(pub)
-	return ok && ed25519.VerifyExpandedWithOptions(k.exp, msg, sig, v.opts)
+	switch {
+	case !ok:
+		return false
+	case k == nil:
+		return ed25519.VerifyWithOptions(ed25519.PublicKey(pub), msg, sig, v.opts)
+	}
+	return ed25519.VerifyExpandedWithOptions(k.exp, msg, sig, v.opts)
 }
 
-// key returns pub's expanded form, expanding and keeping it on first use.
-// It returns false for bytes that are not a point on the curve, which
-// verify nothing.
+// key returns pub's expanded form, kept or made now. It returns nil and
+// true when pub is to be checked unexpanded (see New), and false for
+// bytes that are not a point on the curve, which verify nothing.
 func (v *Verifier) key(pub []byte) (*key, bool) {
 	v.mu.Lock()
 	k, ok := v.keys[string(pub)]
+	if !ok && len(v.keys) >= v.max && !v.seen.add(pub) {
+		v.mu.Unlock()
+		return nil, true
+	}
 	v.mu.Unlock()
 	if ok {
 		return k, true
@@ -101,15 +159,8 @@ func (v *Verifier) key(pub []byte) (*key, bool) {
 	if err != nil {
 		return nil, false
 	}
-	var c curve.CompressedEdwardsY
-	var a curve.EdwardsPoint
-	if _, err := c.SetBytes(pub); err != nil {
-		return nil, false
-	}
-	if _, err := a.SetCompressedY(&c); err != nil {
-		return nil, false
-	}
-	k = &key{exp: exp, smallOrder: a.IsSmallOrder()}
+	small, _ := smallOrder(pub)
+	k = &key{exp: exp, smallOrder: small}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if len(v.keys) >= v.max {
@@ -120,6 +171,37 @@ func (v *Verifier) key(pub []byte) (*key, bool) {
 	}
 	v.keys[string(pub)] = k
 	return k, true
+}
+
+// CheckKey tells whether pub can serve as a device key: 32 bytes that
+// are a point on the curve and not one of small order (for which anyone
+// can make signatures that verify). Enrolment refuses other keys.
+func CheckKey(pub []byte) error {
+	if len(pub) != ed25519.PublicKeySize {
+		return fmt.Errorf("public key has %d bytes, want %d", len(pub), ed25519.PublicKeySize)
+	}
+	small, ok := smallOrder(pub)
+	switch {
+	case !ok:
+		return errors.New("public key is not a point on the curve")
+	case small:
+		return errors.New("public key is a point of small order: anyone could sign for it")
+	}
+	return nil
+}
+
+// smallOrder tells whether pub is a point of small order; ok is false
+// when it is no point at all.
+func smallOrder(pub []byte) (small, ok bool) {
+	var c curve.CompressedEdwardsY
+	var a curve.EdwardsPoint
+	if _, err := c.SetBytes(pub); err != nil {
+		return false, false
+	}
+	if _, err := a.SetCompressedY(&c); err != nil {
+		return false, false
+	}
+	return a.IsSmallOrder(), true
 }
 
 // Len returns the number of expanded keys kept.
@@ -153,41 +235,63 @@ type Item struct {
 // one is accepted does not depend on the others in the batch.
 func (v *Verifier) VerifyBatch(items []Item) []bool {
 	ok := make([]bool, len(items))
-	keys := make([]*key, len(items))
+	exp := make([]*ed25519.ExpandedPublicKey, len(items)) // nil: checked unexpanded
 	batch := make([]int, 0, len(items))
+	plain := false
 	for i, it := range items {
 		if len(it.Pub) != ed25519.PublicKeySize || len(it.Sig) != ed25519.SignatureSize {
 			continue
 		}
 		k, valid := v.key(it.Pub)
-		if !valid {
+		switch {
+		case !valid:
 			continue
-		}
-		keys[i] = k
-		if k.smallOrder {
+		case k == nil:
+			plain = true
+		case k.smallOrder:
 			ok[i] = ed25519.VerifyExpandedWithOptions(k.exp, it.Msg, it.Sig, v.opts)
 			continue
+		default:
+			exp[i] = k.exp
 		}
 		batch = append(batch, i)
 	}
-	if len(batch) < 2 {
-		for _, i := range batch {
-			ok[i] = ed25519.VerifyExpandedWithOptions(keys[i].exp, items[i].Msg, items[i].Sig, v.batchOpts)
+	if len(batch) >= 2 {
+		bv := ed25519.NewBatchVerifierWithCapacity(len(batch))
+		if plain {
+			// Else voi would expand the unexpanded keys for this batch.
+			bv.ForceNoPublicKeyExpansion()
 		}
-		return ok
-	}
-	bv := ed25519.NewBatchVerifierWithCapacity(len(batch))
-	for _, i := range batch {
-		bv.AddExpandedWithOptions(keys[i].exp, items[i].Msg, items[i].Sig, v.batchOpts)
-	}
-	if bv.VerifyBatchOnly(nil) {
 		for _, i := range batch {
-			ok[i] = true
+			if exp[i] != nil {
+				bv.AddExpandedWithOptions(exp[i], items[i].Msg, items[i].Sig, v.batchOpts)
+			} else {
+				bv.AddWithOptions(ed25519.PublicKey(items[i].Pub), items[i].Msg, items[i].Sig, v.batchOpts)
+			}
 		}
-		return ok
+		if bv.VerifyBatchOnly(nil) {
+			for _, i := range batch {
+				ok[i] = true
+			}
+			return ok
+		}
 	}
 	for _, i := range batch {
-		ok[i] = ed25519.VerifyExpandedWithOptions(keys[i].exp, items[i].Msg, items[i].Sig, v.batchOpts)
+		ok[i] = v.verifyOne(exp[i], items[i])
 	}
 	return ok
+}
+
+// verifyOne checks one item with VerifyBatch's rules: the cofactored
+// equation, or crypto/ed25519's for a key of small order (which
+// batchOpts refuses). exp is the item's key expanded, or nil.
+func (v *Verifier) verifyOne(exp *ed25519.ExpandedPublicKey, it Item) bool {
+	if exp != nil {
+		return ed25519.VerifyExpandedWithOptions(exp, it.Msg, it.Sig, v.batchOpts)
+	}
+	pub := ed25519.PublicKey(it.Pub)
+	if small, _ := smallOrder(it.Pub); small {
+		return ed25519.VerifyWithOptions(pub, it.Msg, it.Sig, v.opts)
+	}
+	return ed25519.VerifyWithOptions(pub, it.Msg, it.Sig, v.batchOpts)
 }

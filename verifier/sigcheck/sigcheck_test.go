@@ -188,6 +188,44 @@ func TestKeepsAtMostMax(t *testing.T) {
 	}
 }
 
+// Once full, a Verifier expands a new key only when it comes back while
+// remembered; a key met once is checked unexpanded and not kept.
+func TestFullExpandsKeysThatComeBack(t *testing.T) {
+	v := New(2)
+	var rs []*protocol.Report
+	var pubs []ed25519.PublicKey
+	for range 4 {
+		r, pub, _ := testReport(t)
+		rs, pubs = append(rs, r), append(pubs, pub)
+	}
+	kept := func(pub ed25519.PublicKey) bool {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		_, ok := v.keys[string(pub)]
+		return ok
+	}
+	steps := []struct {
+		report int
+		kept   bool // the report's key, after its check
+	}{
+		{0, true}, {1, true}, // room: kept at once
+		{2, false}, // full, met for the first time: checked unexpanded
+		{2, true},  // back while remembered: expanded, in another's place
+		{3, false}, {0, kept(pubs[0])},
+	}
+	for i, st := range steps {
+		if err := v.VerifyReport(pubs[st.report], rs[st.report]); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		if got := kept(pubs[st.report]); got != st.kept {
+			t.Errorf("step %d: key %d kept %v, want %v", i, st.report, got, st.kept)
+		}
+		if v.Len() > 2 {
+			t.Fatalf("step %d: keeps %d keys, max 2", i, v.Len())
+		}
+	}
+}
+
 func TestConcurrent(t *testing.T) {
 	v := New(4)
 	var wg sync.WaitGroup
