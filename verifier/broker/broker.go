@@ -95,6 +95,7 @@ type Broker struct {
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	pub      mqtt.Client
+	watches  []*nats.Conn // WatchReports' connections
 	mqttAddr string
 }
 
@@ -293,6 +294,10 @@ func (b *Broker) closeLocked() {
 		b.nc = nil
 		b.js = nil
 	}
+	for _, nc := range b.watches {
+		nc.Close()
+	}
+	b.watches = nil
 	b.stop()
 	b.srv.Shutdown()
 }

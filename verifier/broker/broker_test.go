@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -418,4 +419,21 @@ func TestWatchReports(t *testing.T) {
 	mustPublish(t, d1, protocol.ReportTopic("d1"), 1, []byte("after"))
 	waitReport(t, consumed)
 	noMore(t, watched, 200*time.Millisecond)
+
+	// A watch never stopped has its connection closed with the broker.
+	if _, err := b.WatchReports(func(string, []byte) {}); err != nil {
+		t.Fatal(err)
+	}
+	b.mu.Lock()
+	nc := b.watches[len(b.watches)-1]
+	b.mu.Unlock()
+	if err := b.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !nc.IsClosed() {
+		t.Error("the watch's connection is open after Shutdown")
+	}
+	if _, err := b.WatchReports(func(string, []byte) {}); !errors.Is(err, ErrNotStarted) {
+		t.Errorf("WatchReports after Shutdown: %v, want ErrNotStarted", err)
+	}
 }

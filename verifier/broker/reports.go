@@ -163,13 +163,27 @@ type ReportWatcher func(deviceID string, payload []byte)
 // delivers every report as well. It lets the verifier take a report that
 // matters (a SIM change) ahead of the reports queued in the consumer. The
 // returned stop ends the watch.
+//
+// The watch has its own in-process connection. On the shared one, each
+// report would wait behind the consumer's deliveries (up to a pull of a
+// thousand reports) in the same stream of bytes, read by the same
+// goroutine: under load that put 60-70 ms between a report's PUBACK and
+// its copy here.
 func (b *Broker) WatchReports(w ReportWatcher) (stop func(), err error) {
 	if w == nil {
 		return nil, errors.New("broker: watch reports: nil watcher")
 	}
-	nc, _, _, err := b.conn()
-	if err != nil {
+	if _, _, _, err := b.conn(); err != nil {
 		return nil, fmt.Errorf("broker: watch reports: %w", err)
+	}
+	nc, err := nats.Connect("",
+		nats.InProcessServer(b.srv),
+		nats.UserInfo(internalUser, b.secret),
+		nats.Name("cardbind-verifier-watch"),
+		nats.MaxReconnects(-1),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("broker: watch reports: in-process connection: %w", err)
 	}
 	sub, err := nc.Subscribe(reportFilterNATS, func(m *nats.Msg) {
 		device, err := protocol.ParseReportTopic(strings.ReplaceAll(m.Subject, ".", "/"))
@@ -178,14 +192,24 @@ func (b *Broker) WatchReports(w ReportWatcher) (stop func(), err error) {
 		}
 		w(device, m.Data)
 	})
+	if err == nil {
+		// Never a slow consumer: the watcher does not block, and a
+		// report dropped here still comes through the consumer.
+		err = sub.SetPendingLimits(64*1024, 64<<20)
+	}
+	if err == nil {
+		err = nc.Flush() // the subscription is in place when this returns
+	}
 	if err != nil {
+		nc.Close()
 		return nil, fmt.Errorf("broker: watch reports: %w", err)
 	}
-	// Never a slow consumer: the watcher does not block, and a report
-	// dropped here still comes through the consumer.
-	if err := sub.SetPendingLimits(64*1024, 64<<20); err != nil {
-		_ = sub.Unsubscribe()
-		return nil, fmt.Errorf("broker: watch reports: %w", err)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.started { // closed meanwhile
+		nc.Close()
+		return nil, fmt.Errorf("broker: watch reports: %w", ErrNotStarted)
 	}
-	return func() { _ = sub.Unsubscribe() }, nil
+	b.watches = append(b.watches, nc)
+	return nc.Close, nil // Close again in closeLocked is harmless
 }
