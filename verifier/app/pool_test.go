@@ -193,7 +193,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 
 // enrolledStore opens a Pebble store in a temporary directory with n
 // devices enrolled, gw-0 to gw-<n-1>, and returns their keys.
-func enrolledStore(t *testing.T, n int) (*pebble.Store, []ed25519.PrivateKey) {
+func enrolledStore(t testing.TB, n int) (*pebble.Store, []ed25519.PrivateKey) {
 	t.Helper()
 	store, err := pebble.Open(t.TempDir(), pebble.Options{CacheSize: 8 << 20})
 	if err != nil {
@@ -224,4 +224,56 @@ func signedReport(t *testing.T, key ed25519.PrivateKey, device string, seq uint6
 		t.Fatal(err)
 	}
 	return b
+}
+
+// BenchmarkPoolHeartbeats runs signed heartbeats of bound cards at home
+// through the pool over a Pebble store on disk (no broker): the
+// verifier's own per-report path. Reports are signed before the clock
+// starts; 256 devices, each with its card.
+func BenchmarkPoolHeartbeats(b *testing.B) {
+	const devices = 256
+	ctx := context.Background()
+	store, keys := enrolledStore(b, devices)
+	payloads := make([][][]byte, devices)
+	const perDevice = 400
+	for d := range keys {
+		device := fmt.Sprintf("gw-%d", d)
+		iccid := protocol.ICCID(fmt.Sprintf("89860318640220%06d", d))
+		card := &verifier.Card{ICCID: iccid, Tenant: "acme", Status: verifier.CardStatus{State: protocol.CardActive},
+			Binding: &verifier.Binding{IMEIs: []protocol.IMEI{"356938035643809"}, Mode: verifier.ModeBlock, AutoResume: true}}
+		if err := store.Commit(ctx, &verifier.Commit{Card: card}); err != nil {
+			b.Fatal(err)
+		}
+		for seq := 1; seq <= perDevice; seq++ {
+			r := &protocol.Report{Version: protocol.Version, DeviceID: device, Seq: uint64(seq), Time: time.Now().UTC(),
+				Reason: protocol.ReasonHeartbeat, IMEI: "356938035643809", SIM: protocol.SIMPresent, ICCID: iccid,
+				Registration: protocol.Registration{State: protocol.RegHome, Stat: 1}}
+			protocol.SignReport(keys[d], r)
+			p, err := protocol.EncodeReport(r)
+			if err != nil {
+				b.Fatal(err)
+			}
+			payloads[d] = append(payloads[d], p)
+		}
+	}
+	in := ingest.New(store, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now)
+	p := newPool(ctx, 1, 64, in, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	defer p.close()
+	var acked atomic.Int64
+	sent := 0
+	for b.Loop() {
+		d, seq := sent%devices, sent/devices
+		if seq >= perDevice {
+			b.Fatalf("more than %d reports a device prepared", perDevice)
+		}
+		p.handle(fmt.Sprintf("gw-%d", d), payloads[d][seq], func() { acked.Add(1) })
+		sent++
+	}
+	for acked.Load() < int64(sent) {
+		time.Sleep(time.Millisecond)
+	}
+	b.StopTimer()
+	if s := in.Stats(); s.Accepted.Load() != uint64(sent) {
+		b.Fatalf("accepted %d of %d", s.Accepted.Load(), sent)
+	}
 }

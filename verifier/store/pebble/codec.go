@@ -1,6 +1,7 @@
 package pebble
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -216,6 +217,9 @@ type reader struct {
 	// src, when set, is the value b started as, as a string: strings
 	// are cut from it, one allocation for all of a card's strings.
 	src string
+	// srcb, when set, is a copy of the value b started as: bytes cuts
+	// byte strings from it.
+	srcb []byte
 }
 
 func (r *reader) uvarint() uint64 {
@@ -261,6 +265,25 @@ func (r *reader) string() string {
 	}
 	r.b = r.b[n:]
 	return s
+}
+
+// bytes reads a byte string: cut from srcb when set (the caller may keep
+// it, not append to it), else a copy.
+func (r *reader) bytes() []byte {
+	if r.srcb == nil {
+		return []byte(r.string())
+	}
+	n := r.uvarint()
+	if r.err != nil {
+		return nil
+	}
+	if n > uint64(len(r.b)) {
+		r.err = errCorrupt
+		return nil
+	}
+	off := len(r.srcb) - len(r.b)
+	r.b = r.b[n:]
+	return r.srcb[off : off+int(n) : off+int(n)]
 }
 
 func (r *reader) float() float64 {
@@ -480,7 +503,9 @@ func decodeDevice(id string, v []byte) (*verifier.Device, error) {
 	if len(v) == 0 || v[0] != formatDevice {
 		return nil, fmt.Errorf("device %s: unknown value format: %w", id, errCorrupt)
 	}
-	r := &reader{b: v[1:]}
+	// One copy of the value for the strings, one for the keys: read
+	// three times for each report, a device's decoding allocates little.
+	r := &reader{b: v[1:], src: string(v[1:]), srcb: bytes.Clone(v[1:])}
 	mask := r.uvarint()
 	if mask&^dKnown != 0 {
 		return nil, fmt.Errorf("device %s: unknown fields %#x (written by a newer cardbind?): %w", id, mask&^dKnown, errCorrupt)
@@ -491,10 +516,10 @@ func decodeDevice(id string, v []byte) (*verifier.Device, error) {
 		d.Tenant = r.string()
 	}
 	if has(dPublicKey) {
-		d.PublicKey = []byte(r.string())
+		d.PublicKey = r.bytes()
 	}
 	if has(dSecretHash) {
-		d.SecretHash = []byte(r.string())
+		d.SecretHash = r.bytes()
 	}
 	if has(dIMEI) {
 		d.IMEI = protocol.IMEI(r.string())
