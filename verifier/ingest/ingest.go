@@ -328,10 +328,22 @@ func (in *Ingest) separation(ctx context.Context, dev *verifier.Device, r *proto
 // retries when the card changed under it. tenant, when not empty, limits
 // the observation to that tenant's cards.
 func (in *Ingest) Observe(ctx context.Context, obs verifier.Observation, tenant string) (engine.Outcome, error) {
+	return in.observeRetrying(ctx, obs, tenant, false)
+}
+
+// ObserveLazy is Observe that does not wait for the disk when the
+// outcome is quiet (nothing enforced, no alert, no history entry; see
+// Store.CommitLazy). Call Sync before acknowledging the observation to
+// its source.
+func (in *Ingest) ObserveLazy(ctx context.Context, obs verifier.Observation, tenant string) (engine.Outcome, error) {
+	return in.observeRetrying(ctx, obs, tenant, true)
+}
+
+func (in *Ingest) observeRetrying(ctx context.Context, obs verifier.Observation, tenant string, lazy bool) (engine.Outcome, error) {
 	var out engine.Outcome
 	for attempt := 1; ; attempt++ {
 		var err error
-		out, err = in.observe(ctx, obs, tenant, nil, nil, false)
+		out, err = in.observe(ctx, obs, tenant, nil, nil, lazy)
 		if !errors.Is(err, verifier.ErrConflict) || attempt == maxAttempts {
 			return out, err
 		}

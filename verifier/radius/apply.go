@@ -20,23 +20,27 @@ type Cards interface {
 	FindCard(ctx context.Context, by verifier.IndexKind, value string) (*verifier.Card, error)
 	// Card returns the card with this ICCID.
 	Card(ctx context.Context, iccid protocol.ICCID) (*verifier.Card, error)
-	// Commit writes the card; verifier.ErrConflict when it changed since
-	// it was read.
-	Commit(ctx context.Context, c *verifier.Commit) error
+	// CommitLazy writes the card, durable at the next Sync;
+	// verifier.ErrConflict when it changed since it was read.
+	CommitLazy(ctx context.Context, c *verifier.Commit) error
+	// Sync makes every write made before it durable.
+	Sync(ctx context.Context) error
 }
 
 // Observer applies an observation through the engine and commits its
-// outcome durably before returning nil. *ingest.Ingest satisfies it.
+// outcome: durably before it returns when anything is enforced or told,
+// else at the next Cards.Sync. *ingest.Ingest satisfies it.
 type Observer interface {
-	Observe(ctx context.Context, obs verifier.Observation, tenant string) (engine.Outcome, error)
+	ObserveLazy(ctx context.Context, obs verifier.Observation, tenant string) (engine.Outcome, error)
 }
 
 // maxAttempts bounds the retries of an address update that lost a race.
 const maxAttempts = 8
 
 // apply acts on one record: the observation of the equipment, then the
-// card's addresses. It returns nil once both are durable, or when there is
-// nothing to do; an error is transient and the request goes unanswered.
+// card's addresses. It returns nil once both are written (durable at the
+// next Sync), or when there is nothing to do; an error is transient and
+// the request goes unanswered.
 func (s *Server) apply(ctx context.Context, rec *Record, from netip.AddrPort) error {
 	switch rec.Status {
 	case Start, InterimUpdate, Stop:
@@ -65,7 +69,7 @@ func (s *Server) apply(ctx context.Context, rec *Record, from netip.AddrPort) er
 			Kind: verifier.ObservedIn, ICCID: card.ICCID, IMEI: rec.IMEI, Source: protocol.SourceRADIUS,
 			Time: s.eventTime(rec), Cell: cell, Ref: ref(rec, from),
 		}
-		_, err := s.obs.Observe(ctx, obs, card.Tenant)
+		_, err := s.obs.ObserveLazy(ctx, obs, card.Tenant)
 		if errors.Is(err, verifier.ErrRefused) {
 			s.stats.ignored.Add(1)
 			s.log.Info("radius observation refused", "iccid", card.ICCID, "err", err)
@@ -126,7 +130,7 @@ func (s *Server) updateAddresses(ctx context.Context, iccid protocol.ICCID, card
 		}
 		c := *card
 		c.IPv4, c.IPv6 = v4, v6
-		err := s.cards.Commit(ctx, &verifier.Commit{Card: &c})
+		err := s.cards.CommitLazy(ctx, &verifier.Commit{Card: &c})
 		if err == nil {
 			s.stats.addrUpdates.Add(1)
 			s.log.Debug("card addresses", "iccid", iccid, "ipv4", v4, "ipv6", v6, "status", rec.Status.String())

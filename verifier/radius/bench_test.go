@@ -60,10 +60,18 @@ func (s *benchCards) Commit(_ context.Context, cm *verifier.Commit) error {
 	return nil
 }
 
+// CommitLazy is Commit: in memory there is no disk to wait for.
+func (s *benchCards) CommitLazy(ctx context.Context, cm *verifier.Commit) error {
+	return s.Commit(ctx, cm)
+}
+
+// Sync has nothing to make durable.
+func (s *benchCards) Sync(context.Context) error { return nil }
+
 // countingObserver is the in-memory observer: it counts.
 type countingObserver struct{ n atomic.Int64 }
 
-func (o *countingObserver) Observe(context.Context, verifier.Observation, string) (engine.Outcome, error) {
+func (o *countingObserver) ObserveLazy(context.Context, verifier.Observation, string) (engine.Outcome, error) {
 	o.n.Add(1)
 	return engine.Outcome{}, nil
 }

@@ -13,14 +13,16 @@ import (
 var errTransient = errors.New("store unavailable")
 
 // fakeCards is an in-memory card store with the Store's version rule and
-// IMSI/MSISDN indexes. failFind and failCommit make the next calls fail
-// with errTransient.
+// IMSI/MSISDN indexes. failFind, failCommit and failSync make the next
+// calls fail with errTransient.
 type fakeCards struct {
 	mu         sync.Mutex
 	cards      map[protocol.ICCID]verifier.Card
 	failFind   int
 	failCommit int
+	failSync   int
 	commits    int
+	syncs      int
 	outbox     []verifier.OutboxEntry
 }
 
@@ -82,8 +84,17 @@ func (f *fakeCards) CommitLazy(ctx context.Context, cm *verifier.Commit) error {
 	return f.Commit(ctx, cm)
 }
 
-// Sync has nothing to do.
-func (f *fakeCards) Sync(context.Context) error { return nil }
+// Sync counts: the fake has nothing to make durable.
+func (f *fakeCards) Sync(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failSync > 0 {
+		f.failSync--
+		return errTransient
+	}
+	f.syncs++
+	return nil
+}
 
 // Device makes fakeCards an ingest.Store: no devices are enrolled.
 func (f *fakeCards) Device(context.Context, string) (*verifier.Device, error) {
@@ -119,7 +130,7 @@ type fakeObserver struct {
 	cards *fakeCards
 }
 
-func (o *fakeObserver) Observe(ctx context.Context, obs verifier.Observation, tenant string) (engine.Outcome, error) {
+func (o *fakeObserver) ObserveLazy(ctx context.Context, obs verifier.Observation, tenant string) (engine.Outcome, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.fail > 0 {

@@ -330,6 +330,12 @@ func (s *Server) handle(ctx context.Context, b []byte, from netip.AddrPort) []by
 		}
 		actx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 		err = s.apply(actx, rec, from)
+		if err == nil {
+			// The answer tells the NAS the record is safe: make what
+			// apply wrote durable first. Concurrent workers share the
+			// disk's syncs.
+			err = s.cards.Sync(actx)
+		}
 		cancel()
 		if err != nil {
 			s.dedup.abort(key)

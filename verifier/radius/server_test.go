@@ -350,6 +350,9 @@ func TestServerTransientFailureUnanswered(t *testing.T) {
 			h.cards.failCommit = 1
 			h.cards.mu.Unlock()
 		}, 2},
+		// Everything is written but cannot be made durable: no answer,
+		// and the retransmission's observation finds nothing new.
+		{"sync", func(h *harness) { h.cards.mu.Lock(); h.cards.failSync = 1; h.cards.mu.Unlock() }, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -370,6 +373,11 @@ func TestServerTransientFailureUnanswered(t *testing.T) {
 			}
 			if s := h.srv.Stats(); s.Answered != 1 || s.Failed != 1 || s.Duplicates != 0 {
 				t.Errorf("stats = %+v", s)
+			}
+			h.cards.mu.Lock()
+			defer h.cards.mu.Unlock()
+			if h.cards.syncs != 1 {
+				t.Errorf("store synced %d times for the one answer, want 1", h.cards.syncs)
 			}
 		})
 	}
