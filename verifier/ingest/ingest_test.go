@@ -15,6 +15,7 @@ import (
 
 	"github.com/cardbind/cardbind/protocol"
 	"github.com/cardbind/cardbind/verifier"
+	"github.com/cardbind/cardbind/verifier/engine"
 )
 
 // memStore is an in-memory fake of the store with the same version rules.
@@ -519,6 +520,41 @@ func TestCheckedQuietCommitsAreLazy(t *testing.T) {
 	}
 	if err := f.in.Sync(ctx); err != nil || f.store.syncs != 1 {
 		t.Errorf("Sync: %v, store synced %d times", err, f.store.syncs)
+	}
+}
+
+// ObserveLazy commits a quiet outcome lazily and a change at once, as
+// HandleChecked does; Observe commits both at once.
+func TestObserveLazy(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	f.bind(cardA, &verifier.Binding{IMEIs: []protocol.IMEI{gw1IMEI}, Mode: verifier.ModeBlock, AutoResume: true})
+	at := func(imei protocol.IMEI) verifier.Observation {
+		return verifier.Observation{Kind: verifier.ObservedIn, ICCID: cardA, IMEI: imei, Source: protocol.SourceRADIUS, Time: f.now}
+	}
+	tests := []struct {
+		name         string
+		observe      func(context.Context, verifier.Observation, string) (engine.Outcome, error)
+		imei         protocol.IMEI
+		lazy, synced int
+	}{
+		{"at home", f.in.ObserveLazy, gw1IMEI, 1, 0},
+		{"at home, Observe", f.in.Observe, gw1IMEI, 0, 1},
+		{"in a phone: blocked", f.in.ObserveLazy, phone, 0, 1},
+		{"back: resumed", f.in.ObserveLazy, gw1IMEI, 0, 1},
+	}
+	for _, tt := range tests {
+		lazy, all := f.store.lazy, f.store.commits
+		if _, err := tt.observe(ctx, at(tt.imei), ""); err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		gotLazy := f.store.lazy - lazy
+		if gotSynced := f.store.commits - all - gotLazy; gotLazy != tt.lazy || gotSynced != tt.synced {
+			t.Errorf("%s: %d lazy and %d synced commits, want %d and %d", tt.name, gotLazy, gotSynced, tt.lazy, tt.synced)
+		}
+	}
+	if f.store.lazyEffects != 0 {
+		t.Errorf("%d lazy commits carried history or outbox entries", f.store.lazyEffects)
 	}
 }
 
