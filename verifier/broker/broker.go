@@ -200,14 +200,9 @@ func (b *Broker) Start(ctx context.Context) (err error) {
 	}
 	b.mqttAddr = net.JoinHostPort(vz.MQTT.Host, strconv.Itoa(vz.MQTT.Port))
 
-	nc, err := nats.Connect("",
-		nats.InProcessServer(b.srv),
-		nats.UserInfo(internalUser, b.secret),
-		nats.Name("cardbind-verifier"),
-		nats.MaxReconnects(-1),
-	)
+	nc, err := b.connectInProcess("cardbind-verifier")
 	if err != nil {
-		return fmt.Errorf("broker: start: in-process connection: %w", err)
+		return fmt.Errorf("broker: start: %w", err)
 	}
 	b.nc = nc
 	js, err := jetstream.New(nc)
@@ -300,6 +295,21 @@ func (b *Broker) closeLocked() {
 	b.watches = nil
 	b.stop()
 	b.srv.Shutdown()
+}
+
+// connectInProcess opens a NATS connection of the verifier's own to the
+// embedded server, through memory rather than a socket.
+func (b *Broker) connectInProcess(name string) (*nats.Conn, error) {
+	nc, err := nats.Connect("",
+		nats.InProcessServer(b.srv),
+		nats.UserInfo(internalUser, b.secret),
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("in-process connection %s: %w", name, err)
+	}
+	return nc, nil
 }
 
 // conn returns the in-process connection, or ErrNotStarted.

@@ -176,14 +176,9 @@ func (b *Broker) WatchReports(w ReportWatcher) (stop func(), err error) {
 	if _, _, _, err := b.conn(); err != nil {
 		return nil, fmt.Errorf("broker: watch reports: %w", err)
 	}
-	nc, err := nats.Connect("",
-		nats.InProcessServer(b.srv),
-		nats.UserInfo(internalUser, b.secret),
-		nats.Name("cardbind-verifier-watch"),
-		nats.MaxReconnects(-1),
-	)
+	nc, err := b.connectInProcess("cardbind-verifier-watch")
 	if err != nil {
-		return nil, fmt.Errorf("broker: watch reports: in-process connection: %w", err)
+		return nil, fmt.Errorf("broker: watch reports: %w", err)
 	}
 	sub, err := nc.Subscribe(reportFilterNATS, func(m *nats.Msg) {
 		device, err := protocol.ParseReportTopic(strings.ReplaceAll(m.Subject, ".", "/"))
