@@ -462,10 +462,11 @@ func TestOperatorFormatPerOpen(t *testing.T) {
 		t.Errorf("%s sent %d times before the reopen, want 1", identity.COPSNumeric, n)
 	}
 
+	// Taken before the unplug: the port may fail before the next line.
+	up := m.Up()
 	mod.unplug()
 	mod.setReply(identity.COPSNumeric, say("\r\nOK\r\n"))
 	mod.setReply("AT+COPS?", say("\r\n+COPS: 0,2,\"46003\",7\r\n\r\nOK\r\n"))
-	up := m.Up()
 	for deadline := time.Now().Add(2 * time.Second); m.Up() == up; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("Up channel still the old one after the port failed")
