@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -505,21 +506,33 @@ func TestConcurrentCommands(t *testing.T) {
 // A handler may issue commands (e.g. re-read the SIM on a SIM event) without
 // deadlocking the engine, even while more URCs arrive.
 func TestHandlerIssuesCommand(t *testing.T) {
+	// Only the first reply carries a URC: every URC makes the handler
+	// send the command again, so a URC in every reply would never end.
+	var replies atomic.Int32
 	m := newFakeModem(t, false, func(cmd string) []chunk {
-		if cmd == "AT+CPIN?" {
+		if cmd != "AT+CPIN?" {
+			return nil
+		}
+		if replies.Add(1) == 1 {
 			return say("\r\n+QUSIM: 1\r\n\r\n+CPIN: READY\r\n\r\nOK\r\n")
 		}
-		return nil
+		return say("\r\n+CPIN: READY\r\n\r\nOK\r\n")
 	})
 	e := newEngine(t, m)
 	got := make(chan string, 10)
+	report := func(s string) {
+		select {
+		case got <- s:
+		default: // never block the dispatcher, also not while the engine closes
+		}
+	}
 	e.Handle("+QUSIM:", func(line string) {
 		resp, err := e.Command(context.Background(), "AT+CPIN?")
 		if err != nil {
-			got <- err.Error()
+			report(err.Error())
 			return
 		}
-		got <- strings.Join(resp.Lines, "|")
+		report(strings.Join(resp.Lines, "|"))
 	})
 	m.emit("\r\n+QUSIM: 1\r\n")
 	for range 2 { // the URC and the one inside the reply
