@@ -10,14 +10,16 @@
 // cofactorless, canonical S and R), so a signature is accepted here
 // exactly when protocol.VerifyReport accepts it.
 //
-// VerifyBatch checks many signatures at once, at about 17 µs each in
-// batches of 64 (see its doc for the one rule in which it differs).
+// VerifyBatch checks many signatures at once, at about 17-24 µs each in
+// batches of 64 and 15-20 µs in batches of 256 (see its doc for the one
+// rule in which it differs).
 //
 // A fleet larger than the kept keys (DefaultKeys) would have every key
 // expanded for one check and dropped before the device's next report.
 // So a key is expanded only while there is room, or when it comes back
 // soon after it was last seen; the others are checked unexpanded, which
-// costs less than expanding them for one use.
+// costs less than expanding them for one use (BenchmarkVerifyBatchFleet:
+// 29 µs a signature in batches of 64 against 44-46 µs).
 package sigcheck
 
 import (
