@@ -168,7 +168,7 @@ func Run(ctx context.Context, cfg config.Config, openStore OpenStore, log *slog.
 	}
 	goRun("grace timer", func(ctx context.Context) error { return graceLoop(ctx, store, in, log) })
 
-	pool := newPool(runCtx, checkersFor(runtime.GOMAXPROCS(0)), cfg.Ingest.Workers, in, log)
+	pool := newPool(runCtx, checkersFor(runtime.GOMAXPROCS(0)), cfg.Ingest.Workers, in, log, metrics.synced)
 	defer pool.close()
 	sub, err := brk.SubscribeReports(ctx, pool.handle)
 	if err != nil {

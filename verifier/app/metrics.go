@@ -24,6 +24,8 @@ type metrics struct {
 	reg         *prometheus.Registry
 	decisions   *prometheus.CounterVec
 	enforcement *prometheus.HistogramVec
+	syncSeconds prometheus.Histogram
+	syncReports prometheus.Histogram
 }
 
 func newMetrics(in *ingest.Ingest, brk *broker.Broker) *metrics {
@@ -34,7 +36,13 @@ func newMetrics(in *ingest.Ingest, brk *broker.Broker) *metrics {
 	m.enforcement = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "cardbind_enforcement_seconds",
 		Help:    "Time to carry out an enforcement at the network, by action and result.",
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"action", "result"})
-	m.reg.MustRegister(m.decisions, m.enforcement)
+	m.syncSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "cardbind_ingest_sync_seconds",
+		Help:    "Time a sync of the store took before handled reports were acknowledged to the broker.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}})
+	m.syncReports = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "cardbind_ingest_sync_reports",
+		Help:    "Reports acknowledged after one sync of the store.",
+		Buckets: []float64{1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500}})
+	m.reg.MustRegister(m.decisions, m.enforcement, m.syncSeconds, m.syncReports)
 
 	s := in.Stats()
 	reports := map[string]func() uint64{
@@ -68,6 +76,12 @@ func newMetrics(in *ingest.Ingest, brk *broker.Broker) *metrics {
 }
 
 func (m *metrics) decision(d protocol.Decision) { m.decisions.WithLabelValues(string(d)).Inc() }
+
+// synced is the pool's onSync: one sync round of the report pool.
+func (m *metrics) synced(reports int, took time.Duration) {
+	m.syncReports.Observe(float64(reports))
+	m.syncSeconds.Observe(took.Seconds())
+}
 
 // observeEnforcement is an enforce.Observer; it is given the task and the
 // result once the adapter call returns, timed by the caller's start.

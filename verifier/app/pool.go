@@ -70,10 +70,12 @@ type job struct {
 // more are dropped, to come through the queue.
 const earlyQueue = 16
 
-// newPool starts nCheckers checkers and nWorkers workers.
-func newPool(ctx context.Context, nCheckers, nWorkers int, in *ingest.Ingest, log *slog.Logger) *pool {
+// newPool starts nCheckers checkers and nWorkers workers. onSync, when not
+// nil, is told of every sync round: how many reports it acknowledged and
+// how long the sync took.
+func newPool(ctx context.Context, nCheckers, nWorkers int, in *ingest.Ingest, log *slog.Logger, onSync func(reports int, took time.Duration)) *pool {
 	p := &pool{in: in, log: log, checkers: make([]chan job, nCheckers), workers: make([]chan job, nWorkers),
-		early: make([]chan job, nWorkers), sync: newSyncer(in, log), stopSync: make(chan struct{})}
+		early: make([]chan job, nWorkers), sync: newSyncer(in, log, onSync), stopSync: make(chan struct{})}
 	go p.sync.run(ctx, p.stopSync)
 	for i := range p.workers {
 		q, e := make(chan job, 64), make(chan job, earlyQueue)
@@ -191,16 +193,17 @@ func (p *pool) runWorker(ctx context.Context, q, e chan job) {
 // the store once (ingest.Sync) and acknowledges them all. One sync covers
 // the reports of all workers, however many there are.
 type syncer struct {
-	in   *ingest.Ingest
-	log  *slog.Logger
-	mu   sync.Mutex
-	acks []func()
-	wake chan struct{} // a round is due
-	done chan struct{} // closed when run returns
+	in     *ingest.Ingest
+	log    *slog.Logger
+	onSync func(reports int, took time.Duration) // nil: none
+	mu     sync.Mutex
+	acks   []func()
+	wake   chan struct{} // a round is due
+	done   chan struct{} // closed when run returns
 }
 
-func newSyncer(in *ingest.Ingest, log *slog.Logger) *syncer {
-	return &syncer{in: in, log: log, wake: make(chan struct{}, 1), done: make(chan struct{})}
+func newSyncer(in *ingest.Ingest, log *slog.Logger, onSync func(int, time.Duration)) *syncer {
+	return &syncer{in: in, log: log, onSync: onSync, wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
 // add hands over the acknowledgement of a handled report.
@@ -245,8 +248,12 @@ func (s *syncer) round(ctx context.Context, spare []func()) []func() {
 		// A stopping verifier still syncs what it handled (the store
 		// stays open until the pool is closed), so that a clean stop
 		// sends nothing round again.
+		start := time.Now()
 		err := s.in.Sync(context.WithoutCancel(ctx))
 		if err == nil {
+			if s.onSync != nil {
+				s.onSync(len(acks), time.Since(start))
+			}
 			break
 		}
 		s.log.Error("sync failed; retrying", "reports", len(acks), "attempt", attempt, "err", err)

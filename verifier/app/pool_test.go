@@ -35,7 +35,7 @@ func TestPoolKeepsEachDeviceInOrder(t *testing.T) {
 			ctx := context.Background()
 			store, keys := enrolledStore(t, tt.devices)
 			in := ingest.New(store, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now)
-			p := newPool(ctx, tt.checkers, tt.workers, in, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			p := newPool(ctx, tt.checkers, tt.workers, in, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 			var acked atomic.Int64
 			for seq := 1; seq <= tt.reports; seq++ {
 				for d := range keys {
@@ -70,7 +70,7 @@ func TestPoolTakesChangesEarly(t *testing.T) {
 		return signedReport(t, keys[0], "gw-0", seq, reason)
 	}
 	in := ingest.New(store, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now)
-	p := newPool(ctx, 1, 4, in, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	p := newPool(ctx, 1, 4, in, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	defer p.close()
 	heartbeat, change := report(1, protocol.ReasonHeartbeat), report(2, protocol.ReasonChange)
 
@@ -99,7 +99,12 @@ func TestPoolAcksOnlyDurableReports(t *testing.T) {
 	pebbleStore, keys := enrolledStore(t, devices)
 	store := &syncWatch{Store: pebbleStore, at: map[string]int{}}
 	in := ingest.New(store, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now)
-	p := newPool(ctx, 1, 3, in, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var rounds, roundReports atomic.Int64
+	onSync := func(reports int, took time.Duration) {
+		rounds.Add(1)
+		roundReports.Add(int64(reports))
+	}
+	p := newPool(ctx, 1, 3, in, slog.New(slog.NewTextHandler(io.Discard, nil)), onSync)
 	var acked, early atomic.Int64
 	for seq := 1; seq <= reports; seq++ {
 		for d := range keys {
@@ -118,6 +123,10 @@ func TestPoolAcksOnlyDurableReports(t *testing.T) {
 	}
 	if store.lazy == 0 {
 		t.Error("no commit was lazy: the test does not test what it should")
+	}
+	if roundReports.Load() != devices*reports || rounds.Load() != int64(store.syncs) {
+		t.Errorf("onSync told of %d reports in %d rounds; want %d reports in %d rounds (the store's syncs)",
+			roundReports.Load(), rounds.Load(), devices*reports, store.syncs)
 	}
 	t.Logf("%d lazy commits, %d syncs", store.lazy, store.syncs)
 }
@@ -258,7 +267,7 @@ func BenchmarkPoolHeartbeats(b *testing.B) {
 		}
 	}
 	in := ingest.New(store, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now)
-	p := newPool(ctx, 1, 64, in, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	p := newPool(ctx, 1, 64, in, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	defer p.close()
 	var acked atomic.Int64
 	sent := 0
