@@ -609,7 +609,6 @@ func testAtomicCreate(t *testing.T, s verifier.Store) {
 	}
 }
 
-// A write under a canceled context fails and writes nothing.
 // CommitLazy follows Commit's rules, and what it wrote is read back at
 // once, before any Sync. (That a crash loses it only with what came after
 // is each implementation's own test: it needs a crash.)
@@ -653,6 +652,7 @@ func testCommitLazy(t *testing.T, s verifier.Store) {
 	}
 }
 
+// A write under a canceled context fails and writes nothing.
 func testCanceledContext(t *testing.T, s verifier.Store) {
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
