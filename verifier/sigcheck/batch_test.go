@@ -89,6 +89,34 @@ func testVerifyBatch(t *testing.T, v *Verifier) {
 	}
 }
 
+// A key whose signature failed is kept out of the next batches: its bad
+// signatures no longer make a whole batch fail, its good ones still
+// verify, and the others' batch still passes.
+func TestFailedKeyCheckedAlone(t *testing.T) {
+	for name, v := range verifiers(t) {
+		t.Run(name, func(t *testing.T) {
+			pub, priv, _ := ed25519.GenerateKey(nil)
+			forged := Item{Pub: pub, Msg: []byte("report"), Sig: make([]byte, ed25519.SignatureSize)}
+			good := Item{Pub: pub, Msg: []byte("report 2"), Sig: ed25519.Sign(priv, []byte("report 2"))}
+			want := func(items []Item, oks ...bool) {
+				t.Helper()
+				if got := v.VerifyBatch(items); fmt.Sprint(got) != fmt.Sprint(oks) {
+					t.Fatalf("got %v, want %v", got, oks)
+				}
+			}
+			before := v.fallbacks.Load()
+			want(append([]Item{forged}, honestItems(t, 3)...), false, true, true, true)
+			if v.fallbacks.Load() != before+1 {
+				t.Fatalf("the first bad signature did not fail its batch")
+			}
+			want(append([]Item{forged, good}, honestItems(t, 3)...), false, true, true, true, true)
+			if n := v.fallbacks.Load() - before; n != 1 {
+				t.Errorf("batches checked item by item: %d, want 1 (the key's items checked alone after its first failure)", n)
+			}
+		})
+	}
+}
+
 // notOnCurve returns 32 bytes that decode to no point.
 func notOnCurve() []byte {
 	for b := byte(2); ; b++ {
