@@ -217,9 +217,9 @@ func (s *syncer) add(ack func()) {
 	}
 }
 
-// run makes rounds until stop is closed, then a last one. When ctx ends
-// first, what is not yet synced stays unacknowledged, to be delivered
-// again.
+// run makes rounds until stop is closed, then a last one, which retries
+// a failing sync for at most lastRoundWait. When ctx ends first, what is
+// not yet synced stays unacknowledged, to be delivered again.
 func (s *syncer) run(ctx context.Context, stop <-chan struct{}) {
 	defer close(s.done)
 	var acks []func()
@@ -227,12 +227,18 @@ func (s *syncer) run(ctx context.Context, stop <-chan struct{}) {
 		select {
 		case <-s.wake:
 		case <-stop:
-			s.round(ctx, acks)
+			last, cancel := context.WithTimeout(ctx, lastRoundWait)
+			defer cancel()
+			s.round(last, acks)
 			return
 		}
 		acks = s.round(ctx, acks)
 	}
 }
+
+// lastRoundWait bounds the retries of the syncer's last round, so that a
+// store that cannot sync does not hold the verifier's stop for ever.
+const lastRoundWait = 10 * time.Second
 
 // round syncs and acknowledges what was handed over; it returns the
 // emptied slice for reuse. A failed sync is retried in place.

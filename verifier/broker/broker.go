@@ -95,7 +95,7 @@ type Broker struct {
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	pub      mqtt.Client
-	watches  []*nats.Conn // WatchReports' connections
+	watchNC  *nats.Conn // WatchReports' connection
 	mqttAddr string
 }
 
@@ -205,6 +205,9 @@ func (b *Broker) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("broker: start: %w", err)
 	}
 	b.nc = nc
+	if b.watchNC, err = b.connectInProcess("cardbind-verifier-watch"); err != nil {
+		return fmt.Errorf("broker: start: %w", err)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("broker: start: jetstream: %w", err)
@@ -289,10 +292,10 @@ func (b *Broker) closeLocked() {
 		b.nc = nil
 		b.js = nil
 	}
-	for _, nc := range b.watches {
-		nc.Close()
+	if b.watchNC != nil {
+		b.watchNC.Close()
+		b.watchNC = nil
 	}
-	b.watches = nil
 	b.stop()
 	b.srv.Shutdown()
 }

@@ -420,12 +420,12 @@ func TestWatchReports(t *testing.T) {
 	waitReport(t, consumed)
 	noMore(t, watched, 200*time.Millisecond)
 
-	// A watch never stopped has its connection closed with the broker.
+	// A watch never stopped ends with the broker, its connection closed.
 	if _, err := b.WatchReports(func(string, []byte) {}); err != nil {
 		t.Fatal(err)
 	}
 	b.mu.Lock()
-	nc := b.watches[len(b.watches)-1]
+	nc := b.watchNC
 	b.mu.Unlock()
 	if err := b.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)

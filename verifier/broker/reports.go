@@ -164,21 +164,21 @@ type ReportWatcher func(deviceID string, payload []byte)
 // matters (a SIM change) ahead of the reports queued in the consumer. The
 // returned stop ends the watch.
 //
-// The watch has its own in-process connection. On the shared one, each
-// report would wait behind the consumer's deliveries (up to a pull of a
-// thousand reports) in the same stream of bytes, read by the same
-// goroutine: under load that put 60-70 ms between a report's PUBACK and
-// its copy here.
+// Watches use an in-process connection of their own, opened by Start
+// before any device may connect (so a fleet reconnecting at the
+// connection limit cannot keep it out). On the shared one, each report
+// would wait behind the consumer's deliveries (up to a pull of a thousand
+// reports) in the same stream of bytes, read by the same goroutine: under
+// load that put 60-70 ms between a report's PUBACK and its copy here.
 func (b *Broker) WatchReports(w ReportWatcher) (stop func(), err error) {
 	if w == nil {
 		return nil, errors.New("broker: watch reports: nil watcher")
 	}
-	if _, _, _, err := b.conn(); err != nil {
-		return nil, fmt.Errorf("broker: watch reports: %w", err)
-	}
-	nc, err := b.connectInProcess("cardbind-verifier-watch")
-	if err != nil {
-		return nil, fmt.Errorf("broker: watch reports: %w", err)
+	b.mu.Lock()
+	nc := b.watchNC
+	b.mu.Unlock()
+	if nc == nil {
+		return nil, fmt.Errorf("broker: watch reports: %w", ErrNotStarted)
 	}
 	sub, err := nc.Subscribe(reportFilterNATS, func(m *nats.Msg) {
 		device, err := protocol.ParseReportTopic(strings.ReplaceAll(m.Subject, ".", "/"))
@@ -187,24 +187,18 @@ func (b *Broker) WatchReports(w ReportWatcher) (stop func(), err error) {
 		}
 		w(device, m.Data)
 	})
-	if err == nil {
-		// Never a slow consumer: the watcher does not block, and a
-		// report dropped here still comes through the consumer.
-		err = sub.SetPendingLimits(64*1024, 64<<20)
+	if err != nil {
+		return nil, fmt.Errorf("broker: watch reports: %w", err)
 	}
+	// Never a slow consumer: the watcher does not block, and a report
+	// dropped here still comes through the consumer.
+	err = sub.SetPendingLimits(64*1024, 64<<20)
 	if err == nil {
 		err = nc.Flush() // the subscription is in place when this returns
 	}
 	if err != nil {
-		nc.Close()
+		_ = sub.Unsubscribe()
 		return nil, fmt.Errorf("broker: watch reports: %w", err)
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if !b.started { // closed meanwhile
-		nc.Close()
-		return nil, fmt.Errorf("broker: watch reports: %w", ErrNotStarted)
-	}
-	b.watches = append(b.watches, nc)
-	return nc.Close, nil // Close again in closeLocked is harmless
+	return func() { _ = sub.Unsubscribe() }, nil
 }
