@@ -100,13 +100,12 @@ type oldCard struct {
 	index map[verifier.IndexKind]string
 }
 
-// writeOldStore writes cards and their index entries the way cardbind
-// wrote them before the packed index form: the card under c<ICCID> and
-// every index entry as i<kind>\x00<value> -> <ICCID>.
-func writeOldStore(t *testing.T, dir string, cards []oldCard) {
+// openRaw opens the store in dir as bare Pebble, with the store's options;
+// the caller closes it.
+func openRaw(t *testing.T, dir string) *pdb.DB {
 	t.Helper()
 	cache := pdb.NewCache(8 << 20)
-	defer cache.Unref()
+	defer cache.Unref() // the DB holds its own reference
 	po, err := PebbleOptions(Options{}, cache)
 	if err != nil {
 		t.Fatal(err)
@@ -115,6 +114,15 @@ func writeOldStore(t *testing.T, dir string, cards []oldCard) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return db
+}
+
+// writeOldStore writes cards and their index entries the way cardbind
+// wrote them before the packed index form: the card under c<ICCID> and
+// every index entry as i<kind>\x00<value> -> <ICCID>.
+func writeOldStore(t *testing.T, dir string, cards []oldCard) {
+	t.Helper()
+	db := openRaw(t, dir)
 	b := db.NewBatch()
 	for _, c := range cards {
 		_ = b.Set(append([]byte{'c'}, c.card.ICCID...), encodeCard(c.card), nil)
@@ -257,15 +265,7 @@ func TestOpenFinishesPartialMigration(t *testing.T) {
 		{card: b, index: map[verifier.IndexKind]string{verifier.ByIMSI: string(b.IMSI)}},
 	})
 	// Migrate a's entry by hand, as a first batch would have.
-	cache := pdb.NewCache(8 << 20)
-	po, err := PebbleOptions(Options{}, cache)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := pdb.Open(dir, po)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openRaw(t, dir)
 	k := indexKey(verifier.ByIMSI, string(a.IMSI))
 	batch := db.NewBatch()
 	_ = batch.Set(k, packedIndexValue(a.ICCID), nil)
@@ -273,7 +273,6 @@ func TestOpenFinishesPartialMigration(t *testing.T) {
 	if err := errors.Join(batch.Commit(pdb.Sync), db.Close()); err != nil {
 		t.Fatal(err)
 	}
-	cache.Unref()
 
 	s := open(t, dir)
 	defer s.Close()
