@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/cardbind/cardbind/firmware-sim/network"
-	"github.com/cardbind/cardbind/verifier"
 	"github.com/cardbind/cardbind/verifier/app"
 	"github.com/cardbind/cardbind/verifier/config"
 	"github.com/cardbind/cardbind/verifier/store/pebble"
@@ -31,14 +30,11 @@ func startVerifier(t *testing.T, simnetURL string) (base, token string) {
 	cfg.HTTP.Listen, cfg.MQTT.Listen = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Log.Level = "error"
 	cfg.Enforce.Adapter, cfg.Enforce.SimnetURL = "simnet", simnetURL
-	open := func(dir string, cacheMB int) (verifier.Store, error) {
-		return pebble.Open(dir, pebble.Options{CacheSize: int64(cacheMB) << 20})
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan app.Ready, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- app.Run(ctx, cfg, open, slog.New(slog.DiscardHandler), io.Discard, func(r app.Ready) { ready <- r })
+		done <- app.Run(ctx, cfg, pebble.OpenConfigured, slog.New(slog.DiscardHandler), io.Discard, func(r app.Ready) { ready <- r })
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -41,8 +41,8 @@ import (
 	"github.com/cardbind/cardbind/verifier/webhook"
 )
 
-// OpenStore opens the store in dir with a block cache of cacheMB.
-type OpenStore func(dir string, cacheMB int) (verifier.Store, error)
+// OpenStore opens the store in dir as the store.* keys say.
+type OpenStore func(dir string, c config.StoreConf) (verifier.Store, error)
 
 // Ready is closed-over state a caller (tests, the demo) can read once the
 // verifier listens.
@@ -74,7 +74,7 @@ func Run(ctx context.Context, cfg config.Config, openStore OpenStore, log *slog.
 		return err
 	}
 
-	store, err := openStore(filepath.Join(cfg.DataDir, "store"), cfg.Store.CacheMB)
+	store, err := openStore(filepath.Join(cfg.DataDir, "store"), cfg.Store)
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}

@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cardbind/cardbind/verifier"
 	"github.com/cardbind/cardbind/verifier/app"
 	"github.com/cardbind/cardbind/verifier/config"
 	"github.com/cardbind/cardbind/verifier/store/pebble"
@@ -38,14 +37,13 @@ func startVerifier(tb testing.TB, cards int) *verifierUnderTest {
 	cfg.DataDir = tb.TempDir()
 	cfg.HTTP.Listen, cfg.MQTT.Listen = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Log.Level = "error"
-	open := func(dir string, cacheMB int) (verifier.Store, error) {
-		return pebble.Open(dir, pebble.Options{CacheSize: int64(cacheMB) << 20})
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan app.Ready, 1)
 	done := make(chan error, 1)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	go func() { done <- app.Run(ctx, cfg, open, log, io.Discard, func(r app.Ready) { ready <- r }) }()
+	go func() {
+		done <- app.Run(ctx, cfg, pebble.OpenConfigured, log, io.Discard, func(r app.Ready) { ready <- r })
+	}()
 	tb.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

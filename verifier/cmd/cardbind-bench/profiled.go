@@ -10,7 +10,6 @@ import (
 	"os"
 	"runtime/pprof"
 
-	"github.com/cardbind/cardbind/verifier"
 	"github.com/cardbind/cardbind/verifier/app"
 	"github.com/cardbind/cardbind/verifier/config"
 	"github.com/cardbind/cardbind/verifier/store/pebble"
@@ -50,8 +49,5 @@ func profiledVerifier(ctx context.Context, args []string, stdout, stderr io.Writ
 		return fmt.Errorf("profiled-verifier: %w", err)
 	}
 	defer pprof.StopCPUProfile()
-	open := func(dir string, cacheMB int) (verifier.Store, error) {
-		return pebble.Open(dir, pebble.Options{CacheSize: int64(cacheMB) << 20})
-	}
-	return app.Run(ctx, cfg, open, log, stdout, nil)
+	return app.Run(ctx, cfg, pebble.OpenConfigured, log, stdout, nil)
 }

@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	"github.com/cardbind/cardbind/verifier"
 	"github.com/cardbind/cardbind/verifier/app"
 	"github.com/cardbind/cardbind/verifier/config"
 	"github.com/cardbind/cardbind/verifier/store/pebble"
@@ -113,7 +112,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log := newLogger(cfg.Log, stderr)
 	raiseFileLimit(log, cfg.MQTT.MaxConnections)
-	return app.Run(ctx, cfg, openPebble, log, stdout, nil)
+	return app.Run(ctx, cfg, pebble.OpenConfigured, log, stdout, nil)
 }
 
 // raiseFileLimit lifts the soft limit on open files to the hard limit:
@@ -147,10 +146,6 @@ func raiseFileLimit(log *slog.Logger, sessions int) {
 		log.Warn("the open-file limit caps MQTT sessions below mqtt.max_connections; raise it (ulimit -n, LimitNOFILE=)",
 			"limit", lim.Cur, "max_connections", sessions)
 	}
-}
-
-func openPebble(dir string, cacheMB int) (verifier.Store, error) {
-	return pebble.Open(dir, pebble.Options{CacheSize: int64(cacheMB) << 20})
 }
 
 func newLogger(c config.Log, w io.Writer) *slog.Logger {

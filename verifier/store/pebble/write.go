@@ -40,8 +40,9 @@ func indexKeys(ws []cardWrite) [][]byte {
 
 // putCard adds to b (an indexed batch) the writes that replace w.old by
 // w.next: the value, index changes and grace index changes. The value
-// stripes of the changed index values must be held.
-func putCard(b *pdb.Batch, w cardWrite) error {
+// stripes of the changed index values must be held. It appends to ops
+// the changes of the IMSI index, for the mirror in memory.
+func putCard(b *pdb.Batch, w cardWrite, ops *[]mirrorOp) error {
 	iccid := w.next.ICCID
 	for _, kind := range indexKinds {
 		ov, nv := indexValue(w.old, kind), indexValue(w.next, kind)
@@ -66,6 +67,7 @@ func putCard(b *pdb.Batch, w cardWrite) error {
 					if err := b.Delete(k, nil); err != nil {
 						return err
 					}
+					addMirrorOp(ops, kind, ov, "")
 				}
 			}
 		}
@@ -74,6 +76,7 @@ func putCard(b *pdb.Batch, w cardWrite) error {
 			if err := b.Set(k, indexValueOf(k, iccid), nil); err != nil {
 				return err
 			}
+			addMirrorOp(ops, kind, nv, iccid)
 		}
 	}
 	if og, ng := graceUntil(w.old), graceUntil(w.next); og != ng {
@@ -89,6 +92,17 @@ func putCard(b *pdb.Batch, w cardWrite) error {
 		}
 	}
 	return b.Set(cardKey(iccid), encodeCard(w.next), nil)
+}
+
+// addMirrorOp appends the mirror's change for an index entry of kind
+// set to iccid (removed: ""), if it is one the mirror holds.
+func addMirrorOp(ops *[]mirrorOp, kind verifier.IndexKind, value string, iccid protocol.ICCID) {
+	if kind != verifier.ByIMSI {
+		return
+	}
+	if op, ok := mirrorOpOf(value, iccid); ok {
+		*ops = append(*ops, op)
+	}
 }
 
 // Commit writes a decision atomically: card, history entry, outbox
@@ -161,8 +175,9 @@ func (s *Store) commitAll(ctx context.Context, cs []*verifier.Commit, sync *pdb.
 
 	unlockValues := s.lock(&s.values, indexKeys(ws))
 	defer unlockValues()
+	var ops []mirrorOp
 	for _, w := range ws {
-		if err := putCard(b, w); err != nil {
+		if err := putCard(b, w, &ops); err != nil {
 			return fmt.Errorf("pebble: card %s: %w", w.next.ICCID, err)
 		}
 	}
@@ -177,6 +192,7 @@ func (s *Store) commitAll(ctx context.Context, cs []*verifier.Commit, sync *pdb.
 	if err := b.Commit(sync); err != nil {
 		return fmt.Errorf("pebble: commit: %w", err)
 	}
+	s.applyMirror(ops)
 	for _, c := range cs {
 		if c.Card != nil {
 			c.Card.Version++
@@ -186,6 +202,15 @@ func (s *Store) commitAll(ctx context.Context, cs []*verifier.Commit, sync *pdb.
 		}
 	}
 	return nil
+}
+
+// applyMirror makes a committed batch's IMSI index changes in the
+// mirror, while the batch's value stripes are still held, so two writes
+// of one IMSI reach the mirror in the order they reached Pebble.
+func (s *Store) applyMirror(ops []mirrorOp) {
+	if s.imsi != nil && len(ops) > 0 {
+		s.imsi.apply(ops)
+	}
 }
 
 // commitRows checks the commits and returns the row keys they lock: every
@@ -458,8 +483,9 @@ func (s *Store) UpsertInventory(ctx context.Context, items []verifier.Card) (cre
 	defer unlockValues()
 	b := s.db.NewIndexedBatch()
 	defer b.Close()
+	var ops []mirrorOp
 	for _, w := range ws {
-		if err := putCard(b, w); err != nil {
+		if err := putCard(b, w, &ops); err != nil {
 			return 0, 0, fmt.Errorf("pebble: upsert %s: %w", w.next.ICCID, err)
 		}
 	}
@@ -469,5 +495,6 @@ func (s *Store) UpsertInventory(ctx context.Context, items []verifier.Card) (cre
 	if err := b.Commit(pdb.Sync); err != nil {
 		return 0, 0, fmt.Errorf("pebble: upsert: %w", err)
 	}
+	s.applyMirror(ops)
 	return created, changed, nil
 }

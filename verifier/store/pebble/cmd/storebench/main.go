@@ -74,6 +74,7 @@ type config struct {
 	loops       []string
 	cpuprofile  string
 	compact     bool
+	imsiMemory  bool
 }
 
 // loopKinds are the settled read loops -loops may name.
@@ -99,6 +100,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	flags.DurationVar(&c.warmup, "warmup", 0, "random lookups (Card and FindCard by IMSI) after each open, before the measured loops, to warm the block cache")
 	loops := flags.String("loops", strings.Join(loopKinds, ","), "settled loops to run: verify (Card + FindCard by IMSI), card (Card alone), imsi (FindCard by IMSI alone)")
 	flags.BoolVar(&c.compact, "compact", false, "compact the whole key space into the last level (raw Pebble) before the settled loops")
+	flags.BoolVar(&c.imsiMemory, "imsi-in-memory", false, "open the store with the IMSI index in memory (pebble.Options.IMSIInMemory); the settled loops start once it is loaded")
 	flags.StringVar(&c.cpuprofile, "cpuprofile", "", "write a CPU profile of the settled loops (raw and store) to this file")
 	if err := flags.Parse(args); err != nil {
 		return err
@@ -147,7 +149,7 @@ type bench struct {
 }
 
 func (b *bench) opts() pebble.Options {
-	return pebble.Options{CacheSize: b.cacheMB << 20, Compression: b.compression}
+	return pebble.Options{CacheSize: b.cacheMB << 20, Compression: b.compression, IMSIInMemory: b.imsiMemory}
 }
 
 func (b *bench) report(format string, args ...any) { fmt.Fprintf(b.out, format+"\n", args...) }
@@ -342,6 +344,7 @@ func (b *bench) alternate(ctx context.Context) (map[string]*rawStore, error) {
 		if err != nil {
 			return nil, err
 		}
+		b.waitIMSIIndex(s)
 		err = b.runLoops(s.Metrics, func(kind string) func(*rand.Rand) error { return b.storeLookup(ctx, s, kind) },
 			func(kind string, rate float64, n int64, cpu time.Duration, before, after pdb.CacheMetrics) {
 				res[kind].store.add(rate, n, cpu, before, after, rounds)
@@ -354,6 +357,28 @@ func (b *bench) alternate(ctx context.Context) (map[string]*rawStore, error) {
 		}
 	}
 	return res, nil
+}
+
+// waitIMSIIndex waits until the store's IMSI index in memory is loaded,
+// if it has one, and reports the time and memory it took.
+func (b *bench) waitIMSIIndex(s *pebble.Store) {
+	if !b.imsiMemory {
+		return
+	}
+	start := time.Now()
+	for {
+		loaded, imsis, bytes := s.IMSIIndexInMemory()
+		if loaded {
+			b.report("IMSI index in memory: %d IMSIs in %s, loaded %s after open; %s",
+				imsis, mib(bytes), time.Since(start).Round(100*time.Millisecond), rss())
+			return
+		}
+		if time.Since(start) > 10*time.Minute {
+			b.report("IMSI index in memory: not loaded after 10 minutes (%d IMSIs so far); measuring anyway", imsis)
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // runLoops warms the cache with the verify lookups for -warmup, then
