@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +41,19 @@ import (
 	"github.com/cardbind/cardbind/verifier/service"
 	"github.com/cardbind/cardbind/verifier/webhook"
 )
+
+// SetGCPercent sets the process's garbage collector target to the
+// gc_percent key, unless the GOGC environment variable is set. It changes
+// the whole process, so only a main package calls it, before Run. At the
+// default 200 the verifier spends about 15 % less CPU per report than at
+// Go's 100 (docs/benchmarks.md), for a larger heap.
+func SetGCPercent(cfg config.Config, log *slog.Logger) {
+	if env := os.Getenv("GOGC"); env != "" {
+		log.Debug("GOGC set in the environment; gc_percent not applied", "GOGC", env)
+		return
+	}
+	debug.SetGCPercent(cfg.GCPercent)
+}
 
 // OpenStore opens the store in dir as the store.* keys say.
 type OpenStore func(dir string, c config.StoreConf) (verifier.Store, error)

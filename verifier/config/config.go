@@ -33,6 +33,10 @@ type Config struct {
 	CAMARA  CAMARA    `toml:"camara"`
 	RADIUS  RADIUS    `toml:"radius"`
 	EIR     EIR       `toml:"eir"`
+	// GCPercent is the Go garbage collector's target (GOGC): the heap may
+	// grow by this percentage of the live heap before a collection; -1
+	// turns collection off. The GOGC environment variable, when set, wins.
+	GCPercent int `toml:"gc_percent"`
 }
 
 // EIR configures the equipment identity check endpoint (3GPP TS 29.511
@@ -223,7 +227,8 @@ func Default() Config {
 		Store:   StoreConf{CacheMB: 64, IMSIInMemory: true},
 		CAMARA: CAMARA{TokenTTL: time.Hour, DefaultAreaRadius: 5000,
 			Webhook: Webhook{Workers: 8, Timeout: 10 * time.Second, MaxAge: 24 * time.Hour}},
-		EIR: EIR{Enabled: true},
+		EIR:       EIR{Enabled: true},
+		GCPercent: 200,
 	}
 }
 
@@ -298,6 +303,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Ingest.Workers < 1 || c.Ingest.Workers > 1024 {
 		return errors.New("config: ingest.workers: want 1 to 1024")
+	}
+	if c.GCPercent != -1 && (c.GCPercent < 25 || c.GCPercent > 10_000) {
+		return errors.New("config: gc_percent: want 25 to 10000, or -1 for off")
 	}
 	if c.Store.CacheMB < 8 {
 		return errors.New("config: store.cache_mb: want at least 8")

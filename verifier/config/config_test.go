@@ -121,6 +121,7 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.Enforce.Adapter = "http" }, "enforce.http"},
 		{func(c *Config) { c.Ingest.Workers = 0 }, "ingest.workers"},
 		{func(c *Config) { c.Store.CacheMB = 1 }, "store.cache_mb"},
+		{func(c *Config) { c.GCPercent = 0 }, "gc_percent"},
 		{func(c *Config) { c.Log.Level = "loud" }, "log.level"},
 		{func(c *Config) { c.Log.Format = "xml" }, "log.format"},
 		{func(c *Config) { c.CAMARA.Issuer = "api.example.com" }, "camara.issuer"},

@@ -49,5 +49,6 @@ func profiledVerifier(ctx context.Context, args []string, stdout, stderr io.Writ
 		return fmt.Errorf("profiled-verifier: %w", err)
 	}
 	defer pprof.StopCPUProfile()
+	app.SetGCPercent(cfg, log)
 	return app.Run(ctx, cfg, pebble.OpenConfigured, log, stdout, nil)
 }

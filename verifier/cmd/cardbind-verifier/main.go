@@ -112,6 +112,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log := newLogger(cfg.Log, stderr)
 	raiseFileLimit(log, cfg.MQTT.MaxConnections)
+	app.SetGCPercent(cfg, log)
 	return app.Run(ctx, cfg, pebble.OpenConfigured, log, stdout, nil)
 }
 
