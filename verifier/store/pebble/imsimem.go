@@ -153,13 +153,13 @@ func (m *imsiMirror) lookup(imsi string) (iccid protocol.ICCID, found, ok bool) 
 	if !ok {
 		return "", false, false
 	}
+	// Read loaded first: if the scan ends between a miss and the read,
+	// the miss may predate an entry the scan put in after it.
+	loaded := m.loaded.Load()
 	v, present := m.get(k)
 	switch {
 	case !present:
-		if m.loaded.Load() {
-			return "", false, true
-		}
-		return "", false, false
+		return "", false, loaded
 	case v == mirrorAbsent:
 		return "", false, true
 	case v == mirrorInStore:
