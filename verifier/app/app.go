@@ -160,6 +160,8 @@ func Run(ctx context.Context, cfg config.Config, openStore OpenStore, log *slog.
 	alertDispatch := dispatch.New(store, verifier.OutboxAlert, alertHandler(brk, notifier), dispatch.Config{OrderKey: cardOfEntry}, log, now)
 	metrics.dispatchers(enfDispatch, alertDispatch)
 	in.SetHooks(ingest.Hooks{Outbox: func() { enfDispatch.Wake(); alertDispatch.Wake() }, Decision: metrics.decision})
+	// A report taken early first applies its device's queued ones.
+	in.SetBacklog(brk)
 
 	// Everything that runs in the background, stopped in reverse order.
 	runCtx, stop := context.WithCancel(context.Background())

@@ -95,7 +95,8 @@ type Broker struct {
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	pub      mqtt.Client
-	watchNC  *nats.Conn // WatchReports' connection
+	watchNC  *nats.Conn       // WatchReports' connection
+	msgs     jetstream.Stream // $MQTT_msgs, for PendingReports, once looked up
 	mqttAddr string
 }
 
@@ -291,6 +292,7 @@ func (b *Broker) closeLocked() {
 		b.nc.Close()
 		b.nc = nil
 		b.js = nil
+		b.msgs = nil
 	}
 	if b.watchNC != nil {
 		b.watchNC.Close()

@@ -437,3 +437,39 @@ func TestWatchReports(t *testing.T) {
 		t.Errorf("WatchReports after Shutdown: %v, want ErrNotStarted", err)
 	}
 }
+
+// TestPendingReports: a device's reports the verifier has not acked are
+// read back from the stream, oldest first, without the other devices';
+// acked ones are gone.
+func TestPendingReports(t *testing.T) {
+	b := startBroker(t, Config{}, testAuth(t))
+	ctx := context.Background()
+	if got, err := b.PendingReports(ctx, "d1", 10); err != nil || len(got) != 0 {
+		t.Fatalf("before any report: %q, %v", got, err)
+	}
+	d1 := mustDial(t, b.MQTTAddr(), clientOpts{user: "d1", pass: secretD1})
+	d2 := mustDial(t, b.MQTTAddr(), clientOpts{user: "d2", pass: secretD2})
+	for i := range 4 {
+		mustPublish(t, d1, protocol.ReportTopic("d1"), 1, fmt.Appendf(nil, "d1-%d", i))
+		mustPublish(t, d2, protocol.ReportTopic("d2"), 1, fmt.Appendf(nil, "d2-%d", i))
+	}
+	got, err := b.PendingReports(ctx, "d1", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"d1-0", "d1-1", "d1-2", "d1-3"}; fmt.Sprintf("%s", got) != fmt.Sprintf("%s", want) {
+		t.Errorf("pending of d1 = %s, want %s", got, want)
+	}
+	if got, _ := b.PendingReports(ctx, "d1", 2); len(got) != 2 || string(got[1]) != "d1-1" {
+		t.Errorf("pending of d1, at most 2 = %s", got)
+	}
+	// A verifier acks every report: nothing is pending any more.
+	reports, _ := collectReports(t, b, true)
+	for range 8 {
+		waitReport(t, reports)
+	}
+	eventually(t, "no report of d1 pending", func() bool {
+		got, err := b.PendingReports(ctx, "d1", 10)
+		return err == nil && len(got) == 0
+	})
+}

@@ -151,6 +151,43 @@ func reportDevice(subject string) (string, error) {
 	return protocol.ParseReportTopic(strings.ReplaceAll(rest, ".", "/"))
 }
 
+// PendingReports returns the payloads of a device's reports that the
+// stream still holds (published, not yet acked by the verifier), oldest
+// first, at most max. The verifier applies them before a later report of
+// the same device that it takes early (WatchReports), so that none is
+// overtaken. It reads them by subject from the stream, one request each.
+func (b *Broker) PendingReports(ctx context.Context, device string, max int) ([][]byte, error) {
+	_, js, _, err := b.conn()
+	if err != nil {
+		return nil, fmt.Errorf("broker: pending reports: %w", err)
+	}
+	b.mu.Lock()
+	st := b.msgs
+	b.mu.Unlock()
+	if st == nil {
+		if st, err = js.Stream(ctx, mqttMsgsStream); err != nil {
+			return nil, fmt.Errorf("broker: pending reports: %w", err)
+		}
+		b.mu.Lock()
+		b.msgs = st
+		b.mu.Unlock()
+	}
+	subject := mqttMsgsPrefix + subjectOf(protocol.ReportTopic(device))
+	var out [][]byte
+	for seq := uint64(1); len(out) < max; {
+		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("broker: pending reports of %s: %w", device, err)
+		}
+		out = append(out, m.Data)
+		seq = m.Sequence + 1
+	}
+	return out, nil
+}
+
 // ReportWatcher is told of every report as the broker takes it, before it
 // waits its turn in the durable consumer: the device id from the topic and
 // the payload as sent. It runs on the connection's delivery goroutine and

@@ -65,6 +65,7 @@ type Ingest struct {
 	hooks Hooks
 	geo   Locator
 	sigs  *sigcheck.Verifier // device keys, expanded once
+	queue Backlog            // nil: reports taken early may overtake queued ones
 
 	earlyMu     sync.Mutex
 	overtakenBy map[string]overtakenSeqs // by device, until the queued copy of its last report taken early comes

@@ -740,3 +740,93 @@ func TestDroppedEarlyHoldsTheDevice(t *testing.T) {
 		t.Errorf("accepted %d overtaken %d, want 4 and 0", s.Accepted.Load(), s.Overtaken.Load())
 	}
 }
+
+// queueBacklog is a Backlog over payloads per device, oldest first.
+type queueBacklog struct {
+	reports map[string][][]byte
+	err     error
+	asked   int
+}
+
+func (q *queueBacklog) PendingReports(_ context.Context, device string, max int) ([][]byte, error) {
+	q.asked++
+	if q.err != nil {
+		return nil, q.err
+	}
+	r := q.reports[device]
+	return r[:min(len(r), max)], nil
+}
+
+// With the queue at hand, a report taken early first applies its
+// device's reports queued before it: none is overtaken unapplied, and
+// their queued copies change and count nothing more.
+func TestEarlyAppliesTheDevicesQueueFirst(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	q := &queueBacklog{reports: map[string][][]byte{}}
+	f.in.SetBacklog(q)
+	f.bind(cardA, &verifier.Binding{IMEIs: []protocol.IMEI{gw1IMEI}, Mode: verifier.ModeBlock, AutoResume: true})
+	f.handle("gw-1", f.report("gw-1", gw1IMEI, cardA)) // seq 1: card A in its gateway
+	out := f.report("gw-1", gw1IMEI, "")               // seq 2: taken out, queued
+	back := f.report("gw-1", gw1IMEI, cardA)           // seq 3: put back, taken early
+	q.reports["gw-1"] = [][]byte{out, back}
+	if err := f.in.HandleEarly(ctx, "gw-1", back); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.outboxKinds(); !slices.Contains(got, "alert:separated") || !slices.Contains(got, "alert:resumed") {
+		t.Fatalf("outbox %v: want the separation (the queued report) and the resume (the one taken early)", got)
+	}
+	entries := len(f.store.history)
+	f.handle("gw-1", out)
+	f.handle("gw-1", back)
+	s := f.in.Stats()
+	if s.Overtaken.Load() != 2 || s.Replayed.Load() != 0 || s.Accepted.Load() != 3 {
+		t.Errorf("overtaken %d replayed %d accepted %d; want 2, 0, 3", s.Overtaken.Load(), s.Replayed.Load(), s.Accepted.Load())
+	}
+	if len(f.store.history) != entries {
+		t.Errorf("the queued copies wrote %d more history entries", len(f.store.history)-entries)
+	}
+}
+
+// A report not (yet) in the queue, or behind too many of its device's, is
+// not taken early, and holds the device's later ones until its queued
+// copy has come; a queue that cannot be read is an error.
+func TestEarlyWaitsForTheQueue(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	q := &queueBacklog{reports: map[string][][]byte{}}
+	f.in.SetBacklog(q)
+	f.bind(cardA, &verifier.Binding{IMEIs: []protocol.IMEI{gw1IMEI}, Mode: verifier.ModeBlock, AutoResume: true})
+	f.handle("gw-1", f.report("gw-1", gw1IMEI, cardA))
+	out := f.report("gw-1", gw1IMEI, "")     // seq 2, in the queue
+	back := f.report("gw-1", gw1IMEI, cardA) // seq 3, not yet
+	q.reports["gw-1"] = [][]byte{out}
+	if err := f.in.HandleEarly(ctx, "gw-1", back); err != nil {
+		t.Fatal(err)
+	}
+	if q.asked != backlogTries {
+		t.Errorf("queue read %d times, want %d", q.asked, backlogTries)
+	}
+	if got := f.outboxKinds(); len(got) != 0 {
+		t.Fatalf("outbox %v: nothing may be applied", got)
+	}
+	later := f.report("gw-1", gw1IMEI, "") // seq 4: held behind seq 3
+	q.reports["gw-1"] = [][]byte{out, back, later}
+	if err := f.in.HandleEarly(ctx, "gw-1", later); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.outboxKinds(); len(got) != 0 {
+		t.Fatalf("outbox %v: a later report went ahead of a held one", got)
+	}
+	f.handle("gw-1", out)
+	f.handle("gw-1", back)
+	if s := f.in.Stats(); s.Accepted.Load() != 3 || s.Overtaken.Load() != 0 {
+		t.Errorf("accepted %d overtaken %d, want 3 and 0", s.Accepted.Load(), s.Overtaken.Load())
+	}
+
+	q.err = errors.New("broker gone")
+	again := f.report("gw-1", gw1IMEI, cardA)
+	if err := f.in.HandleEarly(ctx, "gw-1", again); err == nil {
+		t.Error("HandleEarly with an unreadable queue: no error")
+	}
+}
