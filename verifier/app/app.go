@@ -55,8 +55,9 @@ func SetGCPercent(cfg config.Config, log *slog.Logger) {
 	debug.SetGCPercent(cfg.GCPercent)
 }
 
-// OpenStore opens the store in dir as the store.* keys say.
-type OpenStore func(dir string, c config.StoreConf) (verifier.Store, error)
+// OpenStore opens the store in dir as the store.* keys say; the store
+// logs to log.
+type OpenStore func(dir string, c config.StoreConf, log *slog.Logger) (verifier.Store, error)
 
 // Ready is closed-over state a caller (tests, the demo) can read once the
 // verifier listens.
@@ -88,7 +89,7 @@ func Run(ctx context.Context, cfg config.Config, openStore OpenStore, log *slog.
 		return err
 	}
 
-	store, err := openStore(filepath.Join(cfg.DataDir, "store"), cfg.Store)
+	store, err := openStore(filepath.Join(cfg.DataDir, "store"), cfg.Store, log.With("part", "store"))
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}

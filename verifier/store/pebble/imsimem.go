@@ -4,27 +4,25 @@ package pebble
 //
 // A RADIUS accounting record names its card by IMSI only, so finding the
 // card takes two Pebble Gets, the index entry and then the card. With
-// tens of millions of cards each Get costs 10-15 µs of CPU even with
-// every block in Pebble's cache (block cache lookups for the index and
-// data blocks, key comparisons), and the pair keeps an operator's RADIUS
-// feed well under 100k lookups a second on two cores. With
-// Options.IMSIInMemory the store also keeps the packed IMSI index in
-// memory, as fixed 16-byte slots outside the Go heap (about 20-30 bytes
-// a card: 0.6-0.9 GiB for 30 million), so FindCard by IMSI costs one
-// Get.
+// tens of millions of cards each Get costs 8-12 µs of CPU even with every
+// block in Pebble's cache (block cache lookups for the index and data
+// blocks, key comparisons). With Options.IMSIInMemory the store also
+// keeps the packed IMSI index in memory, in fixed 16-byte slots (outside
+// the Go heap on unix systems, slots_unix.go; about 27 bytes a card, 0.8
+// GiB for 30 million), so FindCard by IMSI costs one Get.
 //
 // Pebble stays the only record. The mirror is filled by a scan of the
 // index when the store opens, in the background (until it is done, an
 // IMSI not yet in it is looked up in Pebble), and every write that sets
-// or removes an IMSI entry applies the same change to it after its
-// batch is committed, while it still holds the entry's value stripe. A
-// scanned entry only fills a slot no write has touched, so the scan, which reads
-// a snapshot, never undoes a newer write.
+// or removes an IMSI entry applies the same change to it after its batch
+// is committed, while it still holds the entry's value stripe. A scanned
+// entry only fills a slot no write has touched, so the scan, which reads
+// a snapshot, never undoes a newer write. A removed IMSI keeps its slot
+// (marked absent) until the next start.
 
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math/bits"
 	"sync"
@@ -53,7 +51,11 @@ type imsiMirror struct {
 	shards [mirrorShards]mirrorShard
 	// loaded is set once the scan has put every entry of the index in
 	// the mirror: from then on an IMSI missing from it has no entry.
-	loaded  atomic.Bool
+	loaded atomic.Bool
+	// stopped is set by stop: from then on the mirror answers nothing
+	// and takes no writes (a write may still commit while the store
+	// closes).
+	stopped atomic.Bool
 	cancel  context.CancelFunc
 	done    chan struct{} // closed when the scan ends
 	scanned func(n int)
@@ -95,8 +97,8 @@ func (m *imsiMirror) load(ctx context.Context, db *pdb.DB, log *slog.Logger) {
 		log.Error("pebble: IMSI index in memory: load failed; IMSIs it lacks are looked up on disk", "err", err)
 	default:
 		m.loaded.Store(true)
-		entries, bytes := m.size()
-		log.Info("pebble: IMSI index in memory loaded", "entries", n, "slots", entries,
+		slots, bytes := m.size()
+		log.Info("pebble: IMSI index in memory loaded", "imsis", n, "slots", slots,
 			"bytes", bytes, "took", time.Since(start).Round(time.Millisecond))
 	}
 }
@@ -133,6 +135,7 @@ func (m *imsiMirror) scan(ctx context.Context, db *pdb.DB) (n int, err error) {
 func (m *imsiMirror) stop() {
 	m.cancel()
 	<-m.done
+	m.stopped.Store(true)
 	m.loaded.Store(false)
 	for i := range m.shards {
 		sh := &m.shards[i]
@@ -158,6 +161,8 @@ func (m *imsiMirror) lookup(imsi string) (iccid protocol.ICCID, found, ok bool) 
 	loaded := m.loaded.Load()
 	v, present := m.get(k)
 	switch {
+	case m.stopped.Load():
+		return "", false, false
 	case !present:
 		return "", false, loaded
 	case v == mirrorAbsent:
@@ -228,6 +233,9 @@ func (m *imsiMirror) put(k, v uint64, overwrite bool) {
 	sh := &m.shards[h&(mirrorShards-1)]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	if m.stopped.Load() {
+		return
+	}
 	if n := len(sh.slots) / 2; 5*(sh.used+1) > 4*n { // at most 80 % full
 		sh.grow(max(1024, n*3/2))
 	}
@@ -373,18 +381,13 @@ func mirrorOpOf(imsi string, iccid protocol.ICCID) (mirrorOp, bool) {
 }
 
 // IMSIIndexInMemory tells whether the IMSI index in memory
-// (Options.IMSIInMemory) has been loaded, and the IMSIs and bytes it
-// holds; all zero when the option is off.
-func (s *Store) IMSIIndexInMemory() (loaded bool, imsis int, bytes int64) {
+// (Options.IMSIInMemory) has been loaded, and the slots and bytes it
+// holds (a slot per IMSI it has seen, removed ones included); all zero
+// when the option is off.
+func (s *Store) IMSIIndexInMemory() (loaded bool, slots int, bytes int64) {
 	if s.imsi == nil {
 		return false, 0, 0
 	}
-	imsis, bytes = s.imsi.size()
-	return s.imsi.loaded.Load(), imsis, bytes
-}
-
-// String describes the mirror's state, for logs and benchmarks.
-func (m *imsiMirror) String() string {
-	slots, bytes := m.size()
-	return fmt.Sprintf("%d IMSIs in %.0f MiB, loaded %v", slots, float64(bytes)/(1<<20), m.loaded.Load())
+	slots, bytes = s.imsi.size()
+	return s.imsi.loaded.Load(), slots, bytes
 }

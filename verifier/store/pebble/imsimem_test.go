@@ -143,6 +143,23 @@ func TestMirrorTableAgainstMap(t *testing.T) {
 	}
 }
 
+// After stop the mirror answers nothing and takes no writes: a write that
+// commits while the store closes maps no new slots.
+func TestMirrorStopped(t *testing.T) {
+	m := emptyMirror()
+	op, _ := mirrorOpOf("460030000000001", "89860318640220133897")
+	m.apply([]mirrorOp{op})
+	m.loaded.Store(true)
+	m.stop()
+	m.apply([]mirrorOp{op})
+	if slots, bytes := m.size(); slots != 0 || bytes != 0 {
+		t.Errorf("after stop: %d slots in %d bytes", slots, bytes)
+	}
+	if _, _, ok := m.lookup("460030000000001"); ok {
+		t.Error("after stop the mirror still answers")
+	}
+}
+
 func TestMirrorLookup(t *testing.T) {
 	m := emptyMirror()
 	defer m.stop()
@@ -206,6 +223,9 @@ func TestMirrorLoadRacesWrites(t *testing.T) {
 	defer s.Close()
 	// The scan stops halfway until the first writes are done.
 	paused, resume := make(chan struct{}), make(chan struct{})
+	var resumeOnce sync.Once
+	release := func() { resumeOnce.Do(func() { close(resume) }) }
+	defer release() // before the deferred Close, so a failed test does not hang in it
 	s.imsi = newIMSIMirror(s.db, slog.Default(), func(n int) {
 		if n == cards/2 {
 			close(paused)
@@ -213,6 +233,30 @@ func TestMirrorLoadRacesWrites(t *testing.T) {
 		}
 	})
 	<-paused
+	// Lookups run throughout: whatever the mirror holds, FindCard answers
+	// with a card holding the IMSI or not found.
+	lookups := make(chan struct{})
+	var lwg sync.WaitGroup
+	lwg.Add(1)
+	go func() {
+		defer lwg.Done()
+		for i := 0; ; i = (i + 7) % (2 * cards) {
+			select {
+			case <-lookups:
+				return
+			default:
+			}
+			c, err := s.FindCard(ctx, verifier.ByIMSI, string(imsi(i)))
+			if err != nil && !errors.Is(err, verifier.ErrNotFound) {
+				t.Error(err)
+				return
+			}
+			if err == nil && c.IMSI != imsi(i) {
+				t.Errorf("FindCard(%s) = card %s holding %s", imsi(i), c.ICCID, c.IMSI)
+				return
+			}
+		}
+	}()
 	// Meanwhile: cards take IMSIs of other cards and new ones, some
 	// IMSIs are dropped (a card without IMSI).
 	var wg sync.WaitGroup
@@ -222,7 +266,7 @@ func TestMirrorLoadRacesWrites(t *testing.T) {
 			if s.imsi.loaded.Load() {
 				t.Fatal("mirror loaded while its scan was paused")
 			}
-			close(resume)
+			release()
 		}
 		wg.Add(1)
 		go func() {
@@ -246,8 +290,26 @@ func TestMirrorLoadRacesWrites(t *testing.T) {
 	}
 	wg.Wait()
 	s.imsi.waitLoaded()
+	close(lookups)
+	lwg.Wait()
 	if !s.imsi.loaded.Load() {
 		t.Fatal("mirror not loaded")
+	}
+	// The mirror holds what the index on disk holds, entry by entry.
+	for i := range 2 * cards {
+		v := string(imsi(i))
+		got, found, ok := s.imsi.lookup(v)
+		raw, err := getCopy(s.db, indexKey(verifier.ByIMSI, v))
+		var want protocol.ICCID
+		if err == nil {
+			want, err = indexTarget(indexKey(verifier.ByIMSI, v), raw)
+		}
+		if err != nil && !errors.Is(err, verifier.ErrNotFound) {
+			t.Fatal(err)
+		}
+		if !ok || found != (want != "") || got != want {
+			t.Fatalf("mirror: %s -> %q, found %v, ok %v; index on disk: %q", v, got, found, ok, want)
+		}
 	}
 	for i := range 2 * cards {
 		got, gerr := s.FindCard(ctx, verifier.ByIMSI, string(imsi(i)))

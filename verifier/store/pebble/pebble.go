@@ -91,8 +91,9 @@ type Options struct {
 	// levels) or "none".
 	Compression string
 	// Logger receives Pebble's own log lines (nil: discarded, except
-	// errors, which go to slog.Default()) and the store's migration of
-	// index entries written by earlier versions (nil: slog.Default()).
+	// errors, which go to slog.Default()) and the store's own: the
+	// migration of index entries written by earlier versions and the
+	// IMSI index in memory (nil: slog.Default()).
 	Logger *slog.Logger
 	// WALMinSyncInterval is the least time between two syncs of the
 	// write-ahead log (default DefaultWALMinSyncInterval; negative: none).
@@ -162,9 +163,10 @@ func Open(dir string, opts Options) (*Store, error) {
 }
 
 // OpenConfigured opens the store in dir as the verifier's configuration
-// says (the store.* keys); it is the verifier's app.OpenStore.
-func OpenConfigured(dir string, c config.StoreConf) (verifier.Store, error) {
-	return Open(dir, Options{CacheSize: int64(c.CacheMB) << 20, IMSIInMemory: c.IMSIInMemory})
+// says (the store.* keys), logging to log; it is the verifier's
+// app.OpenStore.
+func OpenConfigured(dir string, c config.StoreConf, log *slog.Logger) (verifier.Store, error) {
+	return Open(dir, Options{CacheSize: int64(c.CacheMB) << 20, IMSIInMemory: c.IMSIInMemory, Logger: log})
 }
 
 // PebbleOptions returns the Pebble options Open uses, with cache as the
