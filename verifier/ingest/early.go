@@ -111,6 +111,15 @@ func (in *Ingest) HandleEarly(ctx context.Context, topicDevice string, payload [
 // queue before r. It returns errNotInQueue when r itself is not in the
 // queue (yet), or is behind more than maxBacklog others.
 func (in *Ingest) applyBacklog(ctx context.Context, r *protocol.Report) error {
+	// Reports handled already and waiting for their ack are passed over
+	// without checking their signatures.
+	var handled uint64
+	switch dev, err := in.store.Device(ctx, r.DeviceID); {
+	case err == nil:
+		handled = dev.LastSeq
+	case !errors.Is(err, verifier.ErrNotFound):
+		return fmt.Errorf("ingest: read device %s: %w", r.DeviceID, err)
+	}
 	for try := 1; ; try++ {
 		pending, err := in.queue.PendingReports(ctx, r.DeviceID, maxBacklog+1)
 		if err != nil {
@@ -127,7 +136,9 @@ func (in *Ingest) applyBacklog(ctx context.Context, r *protocol.Report) error {
 				found = true
 				break
 			}
-			before = append(before, q)
+			if q.Seq > handled {
+				before = append(before, q)
+			}
 		}
 		if !found {
 			if try == backlogTries || len(pending) > maxBacklog {
