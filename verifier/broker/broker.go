@@ -90,14 +90,17 @@ type Broker struct {
 	baseCtx    context.Context
 	wg         sync.WaitGroup
 
-	mu       sync.Mutex
-	started  bool
-	nc       *nats.Conn
-	js       jetstream.JetStream
-	pub      mqtt.Client
-	watchNC  *nats.Conn       // WatchReports' connection
-	msgs     jetstream.Stream // $MQTT_msgs, for PendingReports, once looked up
-	mqttAddr string
+	mu      sync.Mutex
+	started bool
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	pub     mqtt.Client
+	watchNC *nats.Conn // WatchReports' connection
+	// backlogNC is PendingReports' connection: on the verifier's own,
+	// its requests would wait behind the consumer's deliveries.
+	backlogNC *nats.Conn
+	msgs      jetstream.Stream // $MQTT_msgs on backlogNC, once looked up
+	mqttAddr  string
 }
 
 // New prepares a broker; Start runs it. auth decides who MQTT clients
@@ -209,6 +212,9 @@ func (b *Broker) Start(ctx context.Context) (err error) {
 	if b.watchNC, err = b.connectInProcess("cardbind-verifier-watch"); err != nil {
 		return fmt.Errorf("broker: start: %w", err)
 	}
+	if b.backlogNC, err = b.connectInProcess("cardbind-verifier-backlog"); err != nil {
+		return fmt.Errorf("broker: start: %w", err)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("broker: start: jetstream: %w", err)
@@ -292,11 +298,15 @@ func (b *Broker) closeLocked() {
 		b.nc.Close()
 		b.nc = nil
 		b.js = nil
-		b.msgs = nil
 	}
 	if b.watchNC != nil {
 		b.watchNC.Close()
 		b.watchNC = nil
+	}
+	if b.backlogNC != nil {
+		b.backlogNC.Close()
+		b.backlogNC = nil
+		b.msgs = nil
 	}
 	b.stop()
 	b.srv.Shutdown()

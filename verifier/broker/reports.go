@@ -157,20 +157,9 @@ func reportDevice(subject string) (string, error) {
 // the same device that it takes early (WatchReports), so that none is
 // overtaken. It reads them by subject from the stream, one request each.
 func (b *Broker) PendingReports(ctx context.Context, device string, max int) ([][]byte, error) {
-	_, js, _, err := b.conn()
+	st, err := b.backlogStream(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("broker: pending reports: %w", err)
-	}
-	b.mu.Lock()
-	st := b.msgs
-	b.mu.Unlock()
-	if st == nil {
-		if st, err = js.Stream(ctx, mqttMsgsStream); err != nil {
-			return nil, fmt.Errorf("broker: pending reports: %w", err)
-		}
-		b.mu.Lock()
-		b.msgs = st
-		b.mu.Unlock()
 	}
 	subject := mqttMsgsPrefix + subjectOf(protocol.ReportTopic(device))
 	var out [][]byte
@@ -186,6 +175,32 @@ func (b *Broker) PendingReports(ctx context.Context, device string, max int) ([]
 		seq = m.Sequence + 1
 	}
 	return out, nil
+}
+
+// backlogStream returns $MQTT_msgs on PendingReports' own connection.
+func (b *Broker) backlogStream(ctx context.Context) (jetstream.Stream, error) {
+	b.mu.Lock()
+	nc, st := b.backlogNC, b.msgs
+	b.mu.Unlock()
+	if nc == nil {
+		return nil, ErrNotStarted
+	}
+	if st != nil {
+		return st, nil
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	if st, err = js.Stream(ctx, mqttMsgsStream); err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	if b.backlogNC == nc {
+		b.msgs = st
+	}
+	b.mu.Unlock()
+	return st, nil
 }
 
 // ReportWatcher is told of every report as the broker takes it, before it

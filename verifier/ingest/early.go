@@ -112,13 +112,17 @@ func (in *Ingest) HandleEarly(ctx context.Context, topicDevice string, payload [
 // queue (yet), or is behind more than maxBacklog others.
 func (in *Ingest) applyBacklog(ctx context.Context, r *protocol.Report) error {
 	// Reports handled already and waiting for their ack are passed over
-	// without checking their signatures.
+	// without checking their signatures; when r follows the last one
+	// handled, none of the device's can be waiting before it.
 	var handled uint64
 	switch dev, err := in.store.Device(ctx, r.DeviceID); {
 	case err == nil:
 		handled = dev.LastSeq
 	case !errors.Is(err, verifier.ErrNotFound):
 		return fmt.Errorf("ingest: read device %s: %w", r.DeviceID, err)
+	}
+	if r.Seq == handled+1 {
+		return nil
 	}
 	for try := 1; ; try++ {
 		pending, err := in.queue.PendingReports(ctx, r.DeviceID, maxBacklog+1)

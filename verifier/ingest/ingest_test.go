@@ -786,6 +786,15 @@ func TestEarlyAppliesTheDevicesQueueFirst(t *testing.T) {
 	if len(f.store.history) != entries {
 		t.Errorf("the queued copies wrote %d more history entries", len(f.store.history)-entries)
 	}
+	// The next report follows the last one handled: nothing of the
+	// device can wait before it, and the queue is not read.
+	asked := q.asked
+	if err := f.in.HandleEarly(ctx, "gw-1", f.report("gw-1", gw1IMEI, "")); err != nil {
+		t.Fatal(err)
+	}
+	if q.asked != asked || !slices.Contains(f.outboxKinds(), "alert:separated") {
+		t.Errorf("queue read %d more times; outbox %v", q.asked-asked, f.outboxKinds())
+	}
 }
 
 // A report not (yet) in the queue, or behind too many of its device's, is
