@@ -106,7 +106,7 @@ type Options struct {
 	// that loses what was not synced.
 	FS vfs.FS
 	// IMSIInMemory also keeps the IMSI index in memory, outside the Go
-	// heap (about 20-30 bytes a card), filled in the background after
+	// heap on unix systems (about 27 bytes a card), filled in the background after
 	// Open, so that FindCard by IMSI costs one Pebble Get instead of
 	// two (imsimem.go).
 	IMSIInMemory bool
