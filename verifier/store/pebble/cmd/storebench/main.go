@@ -78,7 +78,7 @@ type config struct {
 }
 
 // loopKinds are the settled read loops -loops may name.
-var loopKinds = []string{"verify", "card", "imsi"}
+var loopKinds = []string{"verify", "card", "imsi", "missing"}
 
 func run(args []string, stdout, stderr io.Writer) error {
 	var c config
@@ -98,7 +98,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	flags.BoolVar(&c.reuse, "reuse", false, "skip the load: measure the cards a previous -keep run left in -dir (same -cards and -bind)")
 	flags.DurationVar(&c.settle, "settle", 30*time.Minute, "longest wait for compactions to finish before the settled reads")
 	flags.DurationVar(&c.warmup, "warmup", 0, "random lookups (Card and FindCard by IMSI) after each open, before the measured loops, to warm the block cache")
-	loops := flags.String("loops", strings.Join(loopKinds, ","), "settled loops to run: verify (Card + FindCard by IMSI), card (Card alone), imsi (FindCard by IMSI alone)")
+	loops := flags.String("loops", strings.Join(loopKinds, ","), "settled loops to run: verify (Card + FindCard by IMSI), card (Card alone), imsi (FindCard by IMSI alone), missing (Card of an ICCID not in the store)")
 	flags.BoolVar(&c.compact, "compact", false, "compact the whole key space into the last level (raw Pebble) before the settled loops")
 	flags.BoolVar(&c.imsiMemory, "imsi-in-memory", false, "open the store with the IMSI index in memory (pebble.Options.IMSIInMemory); the settled loops start once it is loaded")
 	flags.StringVar(&c.cpuprofile, "cpuprofile", "", "write a CPU profile of the settled loops (raw and store) to this file")
@@ -276,6 +276,12 @@ func (b *bench) run(ctx context.Context) error {
 			b.report("  store:    %8.0f/s  (%s)", r.store.rate, r.store)
 			b.report("  raw Get:  %8.0f/s  (%s; 2 Gets each: index, card)", r.raw.rate, r.raw)
 			b.report("  ratio:    %.2f", r.store.rate/r.raw.rate)
+		case "missing":
+			// A report or an import naming a card the store does not have.
+			b.report("missing-card lookups settled (Card of an ICCID not in the store; %d readers, 2 x %s each, alternating):", b.readers, b.duration)
+			b.report("  store:    %8.0f/s  (%s)", r.store.rate, r.store)
+			b.report("  raw Get:  %8.0f/s  (%s)", r.raw.rate, r.raw)
+			b.report("  ratio:    %.2f", r.store.rate/r.raw.rate)
 		}
 	}
 	b.report("after reads: %s", rss())
@@ -426,6 +432,10 @@ func imsi(i int) protocol.IMSI {
 func msisdn(i int) protocol.MSISDN {
 	return protocol.MSISDN(fmt.Sprintf("+86149%08d", (uint64(i)*6133+7)%100_000_000))
 }
+// missingICCID is an ICCID not in the store that sorts right after
+// card i's, so its lookup reaches the tables that hold the cards.
+func missingICCID(i int) protocol.ICCID { return iccid(i) + "5" }
+
 func imei(i int) protocol.IMEI { return protocol.IMEI(fmt.Sprintf("35693803%07d", i%10_000_000)) }
 
 // progress prints a phase's progress every 5 seconds until stop.
@@ -596,17 +606,25 @@ func (b *bench) storeLookup(ctx context.Context, s *pebble.Store, kind string) f
 		}
 		return nil
 	}
-	return combine(kind, card, byIMSI)
+	missing := func(r *rand.Rand) error {
+		if _, err := s.Card(ctx, missingICCID(r.IntN(b.cards))); !errors.Is(err, verifier.ErrNotFound) {
+			return fmt.Errorf("a card not in the store: %v", err)
+		}
+		return nil
+	}
+	return combine(kind, card, byIMSI, missing)
 }
 
-// combine returns the lookup of a loop kind made of a card lookup and
-// an IMSI lookup.
-func combine(kind string, card, byIMSI func(*rand.Rand) error) func(*rand.Rand) error {
+// combine returns the lookup of a loop kind made of a card lookup, an
+// IMSI lookup and a lookup of a card not in the store.
+func combine(kind string, card, byIMSI, missing func(*rand.Rand) error) func(*rand.Rand) error {
 	switch kind {
 	case "card":
 		return card
 	case "imsi":
 		return byIMSI
+	case "missing":
+		return missing
 	}
 	return func(r *rand.Rand) error {
 		if err := card(r); err != nil {
@@ -697,7 +715,14 @@ func (b *bench) rawLookup(db *pdb.DB, kind string) func(r *rand.Rand) error {
 		closer.Close()
 		return get(ck)
 	}
-	return combine(kind, card, byIMSI)
+	missing := func(r *rand.Rand) error {
+		k := append([]byte{'c'}, missingICCID(r.IntN(b.cards))...)
+		if _, _, err := db.Get(k); !errors.Is(err, pdb.ErrNotFound) {
+			return fmt.Errorf("get %q, not in the store: %v", k, err)
+		}
+		return nil
+	}
+	return combine(kind, card, byIMSI, missing)
 }
 
 // packedIMSIKey is the packed IMSI index key: 'I', 1, the digits as
