@@ -432,6 +432,7 @@ func imsi(i int) protocol.IMSI {
 func msisdn(i int) protocol.MSISDN {
 	return protocol.MSISDN(fmt.Sprintf("+86149%08d", (uint64(i)*6133+7)%100_000_000))
 }
+
 // missingICCID is an ICCID not in the store that sorts right after
 // card i's, so its lookup reaches the tables that hold the cards.
 func missingICCID(i int) protocol.ICCID { return iccid(i) + "5" }
