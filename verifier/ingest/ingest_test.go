@@ -757,18 +757,24 @@ func (q *queueBacklog) PendingReports(_ context.Context, device string, max int)
 	return r[:min(len(r), max)], nil
 }
 
+// queuedSeparation returns a fixture with a queue at hand, card A bound to
+// gw-1 and seen there (seq 1), and gw-1's next two reports, not handled:
+// out (seq 2, the card taken out) and back (seq 3, put back).
+func queuedSeparation(t *testing.T) (f *fixture, q *queueBacklog, out, back []byte) {
+	f = newFixture(t)
+	q = &queueBacklog{reports: map[string][][]byte{}}
+	f.in.SetBacklog(q)
+	f.bind(cardA, &verifier.Binding{IMEIs: []protocol.IMEI{gw1IMEI}, Mode: verifier.ModeBlock, AutoResume: true})
+	f.handle("gw-1", f.report("gw-1", gw1IMEI, cardA))
+	return f, q, f.report("gw-1", gw1IMEI, ""), f.report("gw-1", gw1IMEI, cardA)
+}
+
 // With the queue at hand, a report taken early first applies its
 // device's reports queued before it: none is overtaken unapplied, and
 // their queued copies change and count nothing more.
 func TestEarlyAppliesTheDevicesQueueFirst(t *testing.T) {
 	ctx := context.Background()
-	f := newFixture(t)
-	q := &queueBacklog{reports: map[string][][]byte{}}
-	f.in.SetBacklog(q)
-	f.bind(cardA, &verifier.Binding{IMEIs: []protocol.IMEI{gw1IMEI}, Mode: verifier.ModeBlock, AutoResume: true})
-	f.handle("gw-1", f.report("gw-1", gw1IMEI, cardA)) // seq 1: card A in its gateway
-	out := f.report("gw-1", gw1IMEI, "")               // seq 2: taken out, queued
-	back := f.report("gw-1", gw1IMEI, cardA)           // seq 3: put back, taken early
+	f, q, out, back := queuedSeparation(t)
 	q.reports["gw-1"] = [][]byte{out, back}
 	if err := f.in.HandleEarly(ctx, "gw-1", back); err != nil {
 		t.Fatal(err)
@@ -797,19 +803,13 @@ func TestEarlyAppliesTheDevicesQueueFirst(t *testing.T) {
 	}
 }
 
-// A report not (yet) in the queue, or behind too many of its device's, is
-// not taken early, and holds the device's later ones until its queued
-// copy has come; a queue that cannot be read is an error.
+// A report not (yet) in the queue is not taken early, and holds the
+// device's later ones until its queued copy has come; a queue that cannot
+// be read is an error.
 func TestEarlyWaitsForTheQueue(t *testing.T) {
 	ctx := context.Background()
-	f := newFixture(t)
-	q := &queueBacklog{reports: map[string][][]byte{}}
-	f.in.SetBacklog(q)
-	f.bind(cardA, &verifier.Binding{IMEIs: []protocol.IMEI{gw1IMEI}, Mode: verifier.ModeBlock, AutoResume: true})
-	f.handle("gw-1", f.report("gw-1", gw1IMEI, cardA))
-	out := f.report("gw-1", gw1IMEI, "")     // seq 2, in the queue
-	back := f.report("gw-1", gw1IMEI, cardA) // seq 3, not yet
-	q.reports["gw-1"] = [][]byte{out}
+	f, q, out, back := queuedSeparation(t)
+	q.reports["gw-1"] = [][]byte{out} // back is not in the queue yet
 	if err := f.in.HandleEarly(ctx, "gw-1", back); err != nil {
 		t.Fatal(err)
 	}
