@@ -110,6 +110,10 @@ type Options struct {
 	// Open, so that FindCard by IMSI costs one Pebble Get instead of
 	// two (imsimem.go).
 	IMSIInMemory bool
+	// RowCache is how many values of cards and devices the store keeps
+	// in memory, those read or written last (default DefaultRowCache):
+	// enough for the few reads each report makes of its own.
+	RowCache int
 }
 
 // DefaultWALMinSyncInterval is the default Options.WALMinSyncInterval.
@@ -123,6 +127,9 @@ type Store struct {
 	rows   stripes     // cards, devices, outbox ids, records
 	values stripes     // index values
 	imsi   *imsiMirror // nil unless Options.IMSIInMemory
+	// rowCache holds the values of the cards and devices read or
+	// written last (rowcache.go).
+	rowCache *rowCache
 
 	closeOnce sync.Once
 	closeErr  error
@@ -155,7 +162,11 @@ func Open(dir string, opts Options) (*Store, error) {
 		cache.Unref()
 		return nil, fmt.Errorf("pebble: open %s: %w", dir, err)
 	}
-	s := &Store{db: db, cache: cache, seed: maphash.MakeSeed()}
+	rows := opts.RowCache
+	if rows <= 0 {
+		rows = DefaultRowCache
+	}
+	s := &Store{db: db, cache: cache, seed: maphash.MakeSeed(), rowCache: newRowCache(rows)}
 	if opts.IMSIInMemory {
 		s.imsi = newIMSIMirror(db, log, nil)
 	}
@@ -356,15 +367,29 @@ func getCopy(g getter, key []byte) ([]byte, error) {
 	return v, nil
 }
 
-func readCard(g getter, iccid protocol.ICCID) (*verifier.Card, error) {
-	v, closer, err := g.Get(cardKey(iccid))
-	if errors.Is(err, pdb.ErrNotFound) {
-		return nil, verifier.ErrNotFound
+// row returns the stored value of a card or device, through the row
+// cache. The value must not be modified.
+func (s *Store) row(key []byte) ([]byte, error) {
+	v, gen, ok := s.rowCache.get(key)
+	if ok {
+		return v, nil
 	}
+	v, err := getCopy(s.db, key)
 	if err != nil {
-		return nil, fmt.Errorf("pebble: get card %s: %w", iccid, err)
+		return nil, err
 	}
-	defer closer.Close()
+	s.rowCache.fill(key, v, gen)
+	return v, nil
+}
+
+func (s *Store) readCard(iccid protocol.ICCID) (*verifier.Card, error) {
+	v, err := s.row(cardKey(iccid))
+	if err != nil {
+		if !errors.Is(err, verifier.ErrNotFound) {
+			err = fmt.Errorf("pebble: card %s: %w", iccid, err)
+		}
+		return nil, err
+	}
 	c, err := decodeCard(iccid, v)
 	if err != nil {
 		return nil, fmt.Errorf("pebble: %w", err)
@@ -377,7 +402,7 @@ func (s *Store) Card(ctx context.Context, iccid protocol.ICCID) (*verifier.Card,
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return readCard(s.db, iccid)
+	return s.readCard(iccid)
 }
 
 // Cards returns the cards with these ICCIDs, in the same order, nil for
@@ -446,7 +471,7 @@ func (s *Store) FindCard(ctx context.Context, by verifier.IndexKind, value strin
 			if !found {
 				return nil, verifier.ErrNotFound
 			}
-			c, err := readCard(s.db, iccid)
+			c, err := s.readCard(iccid)
 			if err == nil && indexValue(c, by) == value {
 				return c, nil
 			}
@@ -475,7 +500,7 @@ func (s *Store) findCardOnDisk(by verifier.IndexKind, value string) (*verifier.C
 	if err != nil {
 		return nil, fmt.Errorf("pebble: %s %s: %w", by, value, err)
 	}
-	c, err := readCard(s.db, iccid)
+	c, err := s.readCard(iccid)
 	if err != nil {
 		return nil, err
 	}
@@ -546,18 +571,17 @@ func (s *Store) Device(ctx context.Context, id string) (*verifier.Device, error)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return readDevice(s.db, id)
+	return s.readDevice(id)
 }
 
-func readDevice(g getter, id string) (*verifier.Device, error) {
-	v, closer, err := g.Get(deviceKey(id))
-	if errors.Is(err, pdb.ErrNotFound) {
-		return nil, verifier.ErrNotFound
-	}
+func (s *Store) readDevice(id string) (*verifier.Device, error) {
+	v, err := s.row(deviceKey(id))
 	if err != nil {
-		return nil, fmt.Errorf("pebble: get device %s: %w", id, err)
+		if !errors.Is(err, verifier.ErrNotFound) {
+			err = fmt.Errorf("pebble: device %s: %w", id, err)
+		}
+		return nil, err
 	}
-	defer closer.Close()
 	d, err := decodeDevice(id, v)
 	if err != nil {
 		return nil, fmt.Errorf("pebble: %w", err)

@@ -38,11 +38,19 @@ func indexKeys(ws []cardWrite) [][]byte {
 	return keys
 }
 
+// effects are what a batch changes in the store's memory once it has
+// committed: entries of the IMSI index in memory, values in the row
+// cache.
+type effects struct {
+	mirror []mirrorOp
+	rows   []rowValue
+}
+
 // putCard adds to b (an indexed batch) the writes that replace w.old by
 // w.next: the value, index changes and grace index changes. The value
-// stripes of the changed index values must be held. It appends to ops
-// the changes of the IMSI index, for the mirror in memory.
-func putCard(b *pdb.Batch, w cardWrite, ops *[]mirrorOp) error {
+// stripes of the changed index values must be held. It appends to fx
+// the value and the changes of the IMSI index.
+func putCard(b *pdb.Batch, w cardWrite, fx *effects) error {
 	iccid := w.next.ICCID
 	for _, kind := range indexKinds {
 		ov, nv := indexValue(w.old, kind), indexValue(w.next, kind)
@@ -67,7 +75,7 @@ func putCard(b *pdb.Batch, w cardWrite, ops *[]mirrorOp) error {
 					if err := b.Delete(k, nil); err != nil {
 						return err
 					}
-					addMirrorOp(ops, kind, ov, "")
+					addMirrorOp(&fx.mirror, kind, ov, "")
 				}
 			}
 		}
@@ -76,7 +84,7 @@ func putCard(b *pdb.Batch, w cardWrite, ops *[]mirrorOp) error {
 			if err := b.Set(k, indexValueOf(k, iccid), nil); err != nil {
 				return err
 			}
-			addMirrorOp(ops, kind, nv, iccid)
+			addMirrorOp(&fx.mirror, kind, nv, iccid)
 		}
 	}
 	if og, ng := graceUntil(w.old), graceUntil(w.next); og != ng {
@@ -91,7 +99,13 @@ func putCard(b *pdb.Batch, w cardWrite, ops *[]mirrorOp) error {
 			}
 		}
 	}
-	return b.Set(cardKey(iccid), encodeCard(w.next), nil)
+	return putRow(b, fx, cardKey(iccid), encodeCard(w.next))
+}
+
+// putRow adds a card or device value to b and to fx.
+func putRow(b *pdb.Batch, fx *effects, key, value []byte) error {
+	fx.rows = append(fx.rows, rowValue{key: key, value: value})
+	return b.Set(key, value, nil)
 }
 
 // addMirrorOp appends the mirror's change for an index entry of kind
@@ -165,9 +179,10 @@ func (s *Store) commitAll(ctx context.Context, cs []*verifier.Commit, sync *pdb.
 	if err != nil {
 		return err
 	}
+	var fx effects
 	for _, c := range cs {
 		if c.Device != nil {
-			if err := s.putDevice(b, c.Device); err != nil {
+			if err := s.putDevice(b, c.Device, &fx); err != nil {
 				return err
 			}
 		}
@@ -175,9 +190,8 @@ func (s *Store) commitAll(ctx context.Context, cs []*verifier.Commit, sync *pdb.
 
 	unlockValues := s.lock(&s.values, indexKeys(ws))
 	defer unlockValues()
-	var ops []mirrorOp
 	for _, w := range ws {
-		if err := putCard(b, w, &ops); err != nil {
+		if err := putCard(b, w, &fx); err != nil {
 			return fmt.Errorf("pebble: card %s: %w", w.next.ICCID, err)
 		}
 	}
@@ -189,10 +203,12 @@ func (s *Store) commitAll(ctx context.Context, cs []*verifier.Commit, sync *pdb.
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	s.rowCache.begin(fx.rows)
 	if err := b.Commit(sync); err != nil {
+		s.rowCache.forget(fx.rows)
 		return fmt.Errorf("pebble: commit: %w", err)
 	}
-	s.applyMirror(ops)
+	s.applyEffects(&fx)
 	for _, c := range cs {
 		if c.Card != nil {
 			c.Card.Version++
@@ -204,12 +220,14 @@ func (s *Store) commitAll(ctx context.Context, cs []*verifier.Commit, sync *pdb.
 	return nil
 }
 
-// applyMirror makes a committed batch's IMSI index changes in the
-// mirror, while the batch's value stripes are still held, so two writes
-// of one IMSI reach the mirror in the order they reached Pebble.
-func (s *Store) applyMirror(ops []mirrorOp) {
-	if s.imsi != nil && len(ops) > 0 {
-		s.imsi.apply(ops)
+// applyEffects makes a committed batch's changes in memory, while the
+// batch's row and value stripes are still held: in the row cache, and
+// its IMSI index changes in the mirror, so that two writes of one IMSI
+// reach the mirror in the order they reached Pebble.
+func (s *Store) applyEffects(fx *effects) {
+	s.rowCache.written(fx.rows)
+	if s.imsi != nil && len(fx.mirror) > 0 {
+		s.imsi.apply(fx.mirror)
 	}
 }
 
@@ -266,7 +284,7 @@ func (s *Store) checkCards(ctx context.Context, cs []*verifier.Commit) ([]cardWr
 	case 0:
 		return nil, nil
 	case 1:
-		old, err := readCard(s.db, cards[0].ICCID)
+		old, err := s.readCard(cards[0].ICCID)
 		if err != nil && !errors.Is(err, verifier.ErrNotFound) {
 			return nil, err
 		}
@@ -311,9 +329,9 @@ func checkCard(c, old *verifier.Card) (cardWrite, error) {
 }
 
 // putDevice checks a device's version against the stored one and adds
-// its write to b. The device's row stripe must be held.
-func (s *Store) putDevice(b *pdb.Batch, d *verifier.Device) error {
-	old, err := readDevice(s.db, d.ID)
+// its write to b and fx. The device's row stripe must be held.
+func (s *Store) putDevice(b *pdb.Batch, d *verifier.Device, fx *effects) error {
+	old, err := s.readDevice(d.ID)
 	switch {
 	case errors.Is(err, verifier.ErrNotFound):
 		if d.Version != 0 {
@@ -328,7 +346,7 @@ func (s *Store) putDevice(b *pdb.Batch, d *verifier.Device) error {
 	}
 	next := *d
 	next.Version++
-	if err := b.Set(deviceKey(d.ID), encodeDevice(&next), nil); err != nil {
+	if err := putRow(b, fx, deviceKey(d.ID), encodeDevice(&next)); err != nil {
 		return fmt.Errorf("pebble: device %s: %w", d.ID, err)
 	}
 	return nil
@@ -439,7 +457,7 @@ func (s *Store) UpsertInventory(ctx context.Context, items []verifier.Card) (cre
 		it := &items[i]
 		p, ok := plans[it.ICCID]
 		if !ok {
-			old, err := readCard(s.db, it.ICCID)
+			old, err := s.readCard(it.ICCID)
 			if errors.Is(err, verifier.ErrNotFound) {
 				old, err = nil, nil
 			}
@@ -483,18 +501,20 @@ func (s *Store) UpsertInventory(ctx context.Context, items []verifier.Card) (cre
 	defer unlockValues()
 	b := s.db.NewIndexedBatch()
 	defer b.Close()
-	var ops []mirrorOp
+	var fx effects
 	for _, w := range ws {
-		if err := putCard(b, w, &ops); err != nil {
+		if err := putCard(b, w, &fx); err != nil {
 			return 0, 0, fmt.Errorf("pebble: upsert %s: %w", w.next.ICCID, err)
 		}
 	}
 	if err := ctx.Err(); err != nil {
 		return 0, 0, err
 	}
+	s.rowCache.begin(fx.rows)
 	if err := b.Commit(pdb.Sync); err != nil {
+		s.rowCache.forget(fx.rows)
 		return 0, 0, fmt.Errorf("pebble: upsert: %w", err)
 	}
-	s.applyMirror(ops)
+	s.applyEffects(&fx)
 	return created, changed, nil
 }

@@ -1,0 +1,144 @@
+package pebble
+
+// The row cache: the stored values of the cards and devices read or
+// written last, so that the reads one report makes of its device and its
+// card (to check the signature, to decide, then the version checks of
+// the write) cost one Pebble Get each at most, not five.
+
+import (
+	"hash/maphash"
+	"sync"
+)
+
+// DefaultRowCache is the number of card and device values the row cache
+// holds when Options.RowCache is 0: about 200 bytes each.
+const DefaultRowCache = 1 << 16
+
+// rowCacheShards is how many independently locked parts the cache has.
+const rowCacheShards = 64
+
+// rowCache holds stored values of cards and devices by key, exactly as
+// Pebble holds them. A write of cards and devices, holding their rows'
+// stripes, marks them as being written before its batch commits (begin)
+// and puts their new values once it has (written); in between, reads of
+// those rows miss and go to Pebble. So a batch stays atomic to readers:
+// one who read the batch's outbox entry, or its device, from Pebble never
+// gets the card's value from before the batch out of the cache. A
+// reader that missed fills the cache with what it read from Pebble only
+// if no write came to its shard in between (the shard's generation), so
+// a value read before a write never hides the write.
+//
+// Values are never modified once in the cache: callers decode them into
+// new records and never keep or change the bytes.
+type rowCache struct {
+	seed   maphash.Seed
+	max    int // entries per shard
+	shards [rowCacheShards]rowShard
+}
+
+type rowShard struct {
+	mu      sync.Mutex
+	gen     uint64 // counts the writes that reached the shard
+	m       map[string][]byte
+	writing map[string]int // rows between begin and written or forget
+}
+
+// newRowCache returns a cache of about n entries (n > 0).
+func newRowCache(n int) *rowCache {
+	c := &rowCache{seed: maphash.MakeSeed(), max: max(1, n/rowCacheShards)}
+	for i := range c.shards {
+		c.shards[i].m = make(map[string][]byte)
+		c.shards[i].writing = make(map[string]int)
+	}
+	return c
+}
+
+func (c *rowCache) shard(key []byte) *rowShard {
+	return &c.shards[maphash.Bytes(c.seed, key)%rowCacheShards]
+}
+
+// get returns the cached value under key, or ok false and the shard's
+// generation, to hand to fill with what Pebble holds.
+func (c *rowCache) get(key []byte) (v []byte, gen uint64, ok bool) {
+	sh := c.shard(key)
+	sh.mu.Lock()
+	v, ok = sh.m[string(key)]
+	gen = sh.gen
+	sh.mu.Unlock()
+	return v, gen, ok // a row being written is not in m
+}
+
+// fill caches v, read from Pebble after a get that returned gen, unless
+// a write reached the shard since or the row is being written.
+func (c *rowCache) fill(key, v []byte, gen uint64) {
+	sh := c.shard(key)
+	sh.mu.Lock()
+	if sh.gen == gen && sh.writing[string(key)] == 0 {
+		sh.put(key, v, c.max)
+	}
+	sh.mu.Unlock()
+}
+
+// begin marks the rows a batch is about to commit: until written or
+// forget, get misses them and fill leaves them alone. The caller holds
+// the rows' stripes.
+func (c *rowCache) begin(rows []rowValue) {
+	for _, r := range rows {
+		sh := c.shard(r.key)
+		sh.mu.Lock()
+		sh.gen++
+		sh.writing[string(r.key)]++
+		delete(sh.m, string(r.key))
+		sh.mu.Unlock()
+	}
+}
+
+// written puts the values a batch stored once it has committed, and
+// ends begin's mark.
+func (c *rowCache) written(rows []rowValue) {
+	for _, r := range rows {
+		sh := c.shard(r.key)
+		sh.mu.Lock()
+		sh.gen++
+		sh.done(r.key)
+		sh.put(r.key, r.value, c.max)
+		sh.mu.Unlock()
+	}
+}
+
+// forget ends begin's mark for a batch whose commit failed, leaving the
+// rows out of the cache: Pebble may or may not hold their values.
+func (c *rowCache) forget(rows []rowValue) {
+	for _, r := range rows {
+		sh := c.shard(r.key)
+		sh.mu.Lock()
+		sh.gen++
+		sh.done(r.key)
+		delete(sh.m, string(r.key))
+		sh.mu.Unlock()
+	}
+}
+
+// done ends one begin mark of key.
+func (sh *rowShard) done(key []byte) {
+	if n := sh.writing[string(key)]; n > 1 {
+		sh.writing[string(key)] = n - 1
+	} else {
+		delete(sh.writing, string(key))
+	}
+}
+
+// put stores v under key, first dropping an entry when the shard is
+// full: whichever the map's iteration gives first, which is random.
+func (sh *rowShard) put(key, v []byte, max int) {
+	if _, ok := sh.m[string(key)]; !ok && len(sh.m) >= max {
+		for k := range sh.m {
+			delete(sh.m, k)
+			break
+		}
+	}
+	sh.m[string(key)] = v
+}
+
+// rowValue is a card or device value a batch stores.
+type rowValue struct{ key, value []byte }

@@ -1,0 +1,215 @@
+package pebble
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/cardbind/cardbind/protocol"
+	"github.com/cardbind/cardbind/verifier"
+)
+
+func TestRowCache(t *testing.T) {
+	key := []byte("dgw-1")
+	tests := []struct {
+		name string
+		run  func(c *rowCache) // then get(key) must give want
+		want string            // "" for a miss
+	}{
+		{"empty", func(c *rowCache) {}, ""},
+		{"filled", func(c *rowCache) {
+			_, gen, _ := c.get(key)
+			c.fill(key, []byte("v1"), gen)
+		}, "v1"},
+		{"written", func(c *rowCache) {
+			c.written([]rowValue{{key, []byte("v2")}})
+		}, "v2"},
+		{"a fill from before a write is refused", func(c *rowCache) {
+			_, gen, _ := c.get(key)
+			c.written([]rowValue{{key, []byte("v2")}})
+			c.fill(key, []byte("v1"), gen)
+		}, "v2"},
+		{"a fill from before a write of another key of the shard is refused", func(c *rowCache) {
+			_, gen, _ := c.get(key)
+			c.written([]rowValue{{sameShard(c, key), []byte("other")}})
+			c.fill(key, []byte("v1"), gen)
+		}, ""},
+		{"a fill from before a failed write is refused", func(c *rowCache) {
+			_, gen, _ := c.get(key)
+			c.forget([]rowValue{{key, nil}})
+			c.fill(key, []byte("v1"), gen)
+		}, ""},
+		{"a failed write forgets the value", func(c *rowCache) {
+			c.written([]rowValue{{key, []byte("v2")}})
+			c.forget([]rowValue{{key, []byte("v3")}})
+		}, ""},
+		{"a row being written misses", func(c *rowCache) {
+			c.written([]rowValue{{key, []byte("v1")}})
+			c.begin([]rowValue{{key, []byte("v2")}})
+		}, ""},
+		{"a fill during a write is refused", func(c *rowCache) {
+			c.begin([]rowValue{{key, []byte("v2")}})
+			_, gen, _ := c.get(key)
+			c.fill(key, []byte("v1"), gen)
+		}, ""},
+		{"a fill after a write is taken", func(c *rowCache) {
+			c.begin([]rowValue{{key, []byte("v2")}})
+			c.written([]rowValue{{key, []byte("v2")}})
+			_, gen, _ := c.get(sameShard(c, key))
+			c.fill(key, []byte("v2 read"), gen)
+		}, "v2 read"},
+		{"a fill after a failed write is taken", func(c *rowCache) {
+			c.begin([]rowValue{{key, []byte("v2")}})
+			c.forget([]rowValue{{key, []byte("v2")}})
+			_, gen, _ := c.get(key)
+			c.fill(key, []byte("v1"), gen)
+		}, "v1"},
+		{"rewritten", func(c *rowCache) {
+			c.written([]rowValue{{key, []byte("v2")}})
+			c.written([]rowValue{{key, []byte("v3")}})
+		}, "v3"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newRowCache(1024)
+			tt.run(c)
+			v, _, ok := c.get(key)
+			if got := string(v); ok != (tt.want != "") || got != tt.want {
+				t.Errorf("get = %q, %v; want %q", got, ok, tt.want)
+			}
+		})
+	}
+}
+
+// sameShard returns a key other than key in key's shard.
+func sameShard(c *rowCache, key []byte) []byte {
+	for i := 0; ; i++ {
+		k := fmt.Appendf(nil, "d%d", i)
+		if c.shard(k) == c.shard(key) && string(k) != string(key) {
+			return k
+		}
+	}
+}
+
+// The cache holds at most its size (rounded to whole shards), and the
+// value last written is among what it holds.
+func TestRowCacheBounded(t *testing.T) {
+	c := newRowCache(4 * rowCacheShards)
+	for i := range 10_000 {
+		k := fmt.Appendf(nil, "c%d", i)
+		c.written([]rowValue{{k, k}})
+		if v, _, ok := c.get(k); !ok || string(v) != string(k) {
+			t.Fatalf("%s: just written, get = %q, %v", k, v, ok)
+		}
+	}
+	for i := range c.shards {
+		if n := len(c.shards[i].m); n > 4 {
+			t.Errorf("shard %d holds %d values, want at most 4", i, n)
+		}
+	}
+}
+
+// Readers never see a card or device go back to an older version, never
+// see a card older than the device a read before it gave when one batch
+// wrote both (a batch is as atomic as in Pebble), and see the last one
+// once the writes are done, however the cache's fills and evictions fall
+// between the writes. The cache is smaller than the
+// rows, so reads keep missing and filling.
+func TestRowCacheReadsFollowWrites(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{CacheSize: 8 << 20, RowCache: rowCacheShards})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const rows, writes = 2 * rowCacheShards, 150
+	iccid := func(i int) protocol.ICCID { return protocol.ICCID(fmt.Sprintf("8986031864022%07d", i)) }
+	device := func(i int) string { return fmt.Sprintf("gw-%d", i) }
+	for i := range rows {
+		err := s.Commit(ctx, &verifier.Commit{Card: &verifier.Card{ICCID: iccid(i), Tenant: "acme"},
+			Device: &verifier.Device{ID: device(i), Tenant: "acme"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	var writers, readers sync.WaitGroup
+	done := make(chan struct{})
+	for w := range 4 { // each writer owns every fourth row
+		writers.Go(func() {
+			for range writes {
+				for i := w; i < rows; i += 4 {
+					c, err := s.Card(ctx, iccid(i))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					d, err := s.Device(ctx, device(i))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					d.LastSeq++
+					c.Status.Seq = d.LastSeq
+					if err := s.CommitLazy(ctx, &verifier.Commit{Card: c, Device: d}); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		})
+	}
+	for range 4 {
+		readers.Go(func() {
+			seen := make(map[int]uint64) // card version, and device version << 32
+			for n := 0; ; n++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				i := (n * 7919) % rows
+				d, err := s.Device(ctx, device(i))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				c, err := s.Card(ctx, iccid(i))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if c.Status.Seq < d.LastSeq {
+					t.Errorf("row %d: the card read after its device is older: seq %d, device's %d (one batch wrote both)", i, c.Status.Seq, d.LastSeq)
+					return
+				}
+				if d.Version != d.LastSeq+1 {
+					t.Errorf("device %d: version %d with last seq %d: a value and a version of two writes", i, d.Version, d.LastSeq)
+				}
+				v := c.Version | d.Version<<32
+				if prev := seen[i]; c.Version < prev&0xffffffff || d.Version < prev>>32 {
+					t.Errorf("row %d went back: card version %d after %d, device %d after %d",
+						i, c.Version, prev&0xffffffff, d.Version, prev>>32)
+					return
+				}
+				seen[i] = v
+			}
+		})
+	}
+	writers.Wait()
+	close(done)
+	readers.Wait()
+	for i := range rows {
+		c, err := s.Card(ctx, iccid(i))
+		if err == nil && c.Version != writes+1 {
+			err = fmt.Errorf("card version %d, want %d", c.Version, writes+1)
+		}
+		d, derr := s.Device(ctx, device(i))
+		if derr == nil && d.Version != writes+1 {
+			derr = fmt.Errorf("device version %d, want %d", d.Version, writes+1)
+		}
+		if err := errors.Join(err, derr); err != nil {
+			t.Errorf("row %d after the writes: %v", i, err)
+		}
+	}
+}
