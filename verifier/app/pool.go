@@ -22,10 +22,17 @@ import (
 // a batch of 64 and 24-30 µs in one of 256. The wait lets batches form at
 // a steady few thousand reports a second too, for at most a millisecond
 // on each report; under load a checker takes up to 256 at once.
+//
+// While the workers already hold a full batch of checked reports, a
+// checker waits up to lingerBusy for a full batch itself: the workers
+// have enough to do meanwhile, so the wait costs no throughput, and a
+// full batch costs less a signature than the smaller ones a checker
+// that keeps up would take.
 const (
 	maxCheckBatch = 256
 	fullEnough    = 16
 	linger        = time.Millisecond
+	lingerBusy    = 5 * time.Millisecond
 )
 
 // checkersFor returns how many checkers to run on procs CPUs: one per four,
@@ -106,7 +113,11 @@ func (p *pool) check(ctx context.Context, q chan job) {
 	wait := time.NewTimer(linger)
 	wait.Stop()
 	for j := range q {
-		batch = gather(q, append(batch[:0], j), wait)
+		enough, wait4 := fullEnough, linger
+		if p.checkedWaiting() >= maxCheckBatch {
+			enough, wait4 = maxCheckBatch, lingerBusy
+		}
+		batch = gather(q, append(batch[:0], j), wait, enough, wait4)
 		devices, payloads = devices[:0], payloads[:0]
 		for _, j := range batch {
 			devices = append(devices, j.device)
@@ -120,10 +131,19 @@ func (p *pool) check(ctx context.Context, q chan job) {
 	}
 }
 
+// checkedWaiting returns how many checked reports wait for the workers.
+func (p *pool) checkedWaiting() int {
+	n := 0
+	for _, w := range p.workers {
+		n += len(w)
+	}
+	return n
+}
+
 // gather adds to batch what waits in q, up to maxCheckBatch; while it has
-// fewer than fullEnough it waits for more, until linger has passed (wait is
+// fewer than enough it waits for more, until linger has passed (wait is
 // a stopped timer, left stopped) or q is closed.
-func gather(q chan job, batch []job, wait *time.Timer) []job {
+func gather(q chan job, batch []job, wait *time.Timer, enough int, linger time.Duration) []job {
 	waiting := false
 	defer func() {
 		if waiting {
@@ -140,7 +160,7 @@ func gather(q chan job, batch []job, wait *time.Timer) []job {
 			continue
 		default:
 		}
-		if len(batch) >= fullEnough {
+		if len(batch) >= enough {
 			return batch
 		}
 		if !waiting {
