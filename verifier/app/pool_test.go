@@ -287,3 +287,42 @@ func BenchmarkPoolHeartbeats(b *testing.B) {
 		b.Fatalf("accepted %d of %d", s.Accepted.Load(), sent)
 	}
 }
+
+// gather takes what waits, up to a full batch; with fewer than enough it
+// waits for more until linger has passed.
+func TestGather(t *testing.T) {
+	tests := []struct {
+		name           string
+		waiting, later int // jobs in the queue at the start, and sent 1 ms in
+		enough         int
+		linger         time.Duration
+		min, max       int // gathered
+	}{
+		{"a full batch waiting", 300, 0, fullEnough, time.Hour, maxCheckBatch, maxCheckBatch},
+		{"enough waiting", 20, 0, fullEnough, time.Hour, 20, 20},
+		{"too few, none come", 5, 0, fullEnough, time.Millisecond, 5, 5},
+		{"too few, more come", 5, 20, fullEnough, time.Hour, fullEnough, 25},
+		{"busy: waits for a full batch", 100, 200, maxCheckBatch, time.Hour, maxCheckBatch, maxCheckBatch},
+		{"busy: a full batch does not come", 100, 0, maxCheckBatch, 5 * time.Millisecond, 100, 100},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			q := make(chan job, 4*maxCheckBatch)
+			for range tt.waiting {
+				q <- job{}
+			}
+			go func() {
+				time.Sleep(time.Millisecond)
+				for range tt.later {
+					q <- job{}
+				}
+			}()
+			wait := time.NewTimer(time.Hour)
+			wait.Stop()
+			first := <-q
+			if got := len(gather(q, []job{first}, wait, tt.enough, tt.linger)); got < tt.min || got > tt.max {
+				t.Errorf("gathered %d, want %d to %d", got, tt.min, tt.max)
+			}
+		})
+	}
+}
