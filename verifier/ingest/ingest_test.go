@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -837,5 +838,44 @@ func TestEarlyWaitsForTheQueue(t *testing.T) {
 	again := f.report("gw-1", gw1IMEI, cardA)
 	if err := f.in.HandleEarly(ctx, "gw-1", again); err == nil {
 		t.Error("HandleEarly with an unreadable queue: no error")
+	}
+}
+
+// A device with up to maxBacklog reports queued before a change has them
+// applied first and the change taken early; with more, the change is not
+// taken early (one look into the queue, no retries) and holds the
+// device's later reports until its queued copy has come.
+func TestEarlyBehindALongQueue(t *testing.T) {
+	for _, queued := range []int{maxBacklog, maxBacklog + 1} {
+		t.Run(fmt.Sprint(queued), func(t *testing.T) {
+			ctx := context.Background()
+			f, q, out, back := queuedSeparation(t)
+			reports := [][]byte{out, back}
+			for len(reports) < queued {
+				reports = append(reports, f.report("gw-1", gw1IMEI, cardA))
+			}
+			change := f.report("gw-1", gw1IMEI, "")
+			q.reports["gw-1"] = append(reports, change)
+			if err := f.in.HandleEarly(ctx, "gw-1", change); err != nil {
+				t.Fatal(err)
+			}
+			applied := f.in.Stats().Accepted.Load() - 1 // less seq 1, handled by queuedSeparation
+			if queued == maxBacklog {
+				if applied != uint64(queued)+1 {
+					t.Errorf("applied %d reports, want the %d queued and the change", applied, queued)
+				}
+				return
+			}
+			if applied != 0 || q.asked != 1 {
+				t.Errorf("applied %d reports after %d looks into the queue; want none after one", applied, q.asked)
+			}
+			later := f.report("gw-1", gw1IMEI, cardA)
+			if err := f.in.HandleEarly(ctx, "gw-1", later); err != nil {
+				t.Fatal(err)
+			}
+			if applied := f.in.Stats().Accepted.Load() - 1; applied != 0 {
+				t.Errorf("a later report went ahead of the held change: %d applied", applied)
+			}
+		})
 	}
 }

@@ -391,3 +391,19 @@ func (s *Store) IMSIIndexInMemory() (loaded bool, slots int, bytes int64) {
 	slots, bytes = s.imsi.size()
 	return s.imsi.loaded.Load(), slots, bytes
 }
+
+// WaitIMSIIndex waits until the IMSI index in memory has finished
+// loading, or ctx ends. It reports whether the index is loaded: false
+// without an index in memory, after a failed load (IMSIs it lacks are
+// looked up on disk) or when ctx ended first.
+func (s *Store) WaitIMSIIndex(ctx context.Context) bool {
+	if s.imsi == nil {
+		return false
+	}
+	select {
+	case <-s.imsi.done:
+	case <-ctx.Done():
+		return false
+	}
+	return s.imsi.loaded.Load()
+}

@@ -347,3 +347,18 @@ func BenchmarkMirrorLookup(b *testing.B) {
 		}
 	})
 }
+
+func TestWaitIMSIIndex(t *testing.T) {
+	for _, inMemory := range []bool{true, false} {
+		s, err := Open(t.TempDir(), Options{CacheSize: 8 << 20, IMSIInMemory: inMemory})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.WaitIMSIIndex(ctx); got != inMemory {
+			t.Errorf("IMSIInMemory %v: WaitIMSIIndex = %v", inMemory, got)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
