@@ -57,6 +57,10 @@ func (c *rowCache) shard(key []byte) *rowShard {
 	return &c.shards[maphash.Bytes(c.seed, key)%rowCacheShards]
 }
 
+func (c *rowCache) shardOf(key string) *rowShard {
+	return &c.shards[maphash.String(c.seed, key)%rowCacheShards]
+}
+
 // get returns the cached value under key, or ok false and the shard's
 // generation, to hand to fill with what Pebble holds.
 func (c *rowCache) get(key []byte) (v []byte, gen uint64, ok bool) {
@@ -74,7 +78,7 @@ func (c *rowCache) fill(key, v []byte, gen uint64) {
 	sh := c.shard(key)
 	sh.mu.Lock()
 	if sh.gen == gen && sh.writing[string(key)] == 0 {
-		sh.put(key, v, c.max)
+		sh.put(string(key), v, c.max)
 	}
 	sh.mu.Unlock()
 }
@@ -84,11 +88,11 @@ func (c *rowCache) fill(key, v []byte, gen uint64) {
 // the rows' stripes.
 func (c *rowCache) begin(rows []rowValue) {
 	for _, r := range rows {
-		sh := c.shard(r.key)
+		sh := c.shardOf(r.key)
 		sh.mu.Lock()
 		sh.gen++
-		sh.writing[string(r.key)]++
-		delete(sh.m, string(r.key))
+		sh.writing[r.key]++
+		delete(sh.m, r.key)
 		sh.mu.Unlock()
 	}
 }
@@ -97,7 +101,7 @@ func (c *rowCache) begin(rows []rowValue) {
 // ends begin's mark.
 func (c *rowCache) written(rows []rowValue) {
 	for _, r := range rows {
-		sh := c.shard(r.key)
+		sh := c.shardOf(r.key)
 		sh.mu.Lock()
 		sh.gen++
 		sh.done(r.key)
@@ -110,35 +114,39 @@ func (c *rowCache) written(rows []rowValue) {
 // rows out of the cache: Pebble may or may not hold their values.
 func (c *rowCache) forget(rows []rowValue) {
 	for _, r := range rows {
-		sh := c.shard(r.key)
+		sh := c.shardOf(r.key)
 		sh.mu.Lock()
 		sh.gen++
 		sh.done(r.key)
-		delete(sh.m, string(r.key))
+		delete(sh.m, r.key)
 		sh.mu.Unlock()
 	}
 }
 
 // done ends one begin mark of key.
-func (sh *rowShard) done(key []byte) {
-	if n := sh.writing[string(key)]; n > 1 {
-		sh.writing[string(key)] = n - 1
+func (sh *rowShard) done(key string) {
+	if n := sh.writing[key]; n > 1 {
+		sh.writing[key] = n - 1
 	} else {
-		delete(sh.writing, string(key))
+		delete(sh.writing, key)
 	}
 }
 
 // put stores v under key, first dropping an entry when the shard is
 // full: whichever the map's iteration gives first, which is random.
-func (sh *rowShard) put(key, v []byte, max int) {
-	if _, ok := sh.m[string(key)]; !ok && len(sh.m) >= max {
+func (sh *rowShard) put(key string, v []byte, max int) {
+	if _, ok := sh.m[key]; !ok && len(sh.m) >= max {
 		for k := range sh.m {
 			delete(sh.m, k)
 			break
 		}
 	}
-	sh.m[string(key)] = v
+	sh.m[key] = v
 }
 
-// rowValue is a card or device value a batch stores.
-type rowValue struct{ key, value []byte }
+// rowValue is a card or device value a batch stores, under its key (as
+// a string: the form the cache's maps keep).
+type rowValue struct {
+	key   string
+	value []byte
+}

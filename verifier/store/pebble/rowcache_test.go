@@ -23,51 +23,51 @@ func TestRowCache(t *testing.T) {
 			c.fill(key, []byte("v1"), gen)
 		}, "v1"},
 		{"written", func(c *rowCache) {
-			c.written([]rowValue{{key, []byte("v2")}})
+			c.written([]rowValue{{string(key), []byte("v2")}})
 		}, "v2"},
 		{"a fill from before a write is refused", func(c *rowCache) {
 			_, gen, _ := c.get(key)
-			c.written([]rowValue{{key, []byte("v2")}})
+			c.written([]rowValue{{string(key), []byte("v2")}})
 			c.fill(key, []byte("v1"), gen)
 		}, "v2"},
 		{"a fill from before a write of another key of the shard is refused", func(c *rowCache) {
 			_, gen, _ := c.get(key)
-			c.written([]rowValue{{sameShard(c, key), []byte("other")}})
+			c.written([]rowValue{{string(sameShard(c, key)), []byte("other")}})
 			c.fill(key, []byte("v1"), gen)
 		}, ""},
 		{"a fill from before a failed write is refused", func(c *rowCache) {
 			_, gen, _ := c.get(key)
-			c.forget([]rowValue{{key, nil}})
+			c.forget([]rowValue{{string(key), nil}})
 			c.fill(key, []byte("v1"), gen)
 		}, ""},
 		{"a failed write forgets the value", func(c *rowCache) {
-			c.written([]rowValue{{key, []byte("v2")}})
-			c.forget([]rowValue{{key, []byte("v3")}})
+			c.written([]rowValue{{string(key), []byte("v2")}})
+			c.forget([]rowValue{{string(key), []byte("v3")}})
 		}, ""},
 		{"a row being written misses", func(c *rowCache) {
-			c.written([]rowValue{{key, []byte("v1")}})
-			c.begin([]rowValue{{key, []byte("v2")}})
+			c.written([]rowValue{{string(key), []byte("v1")}})
+			c.begin([]rowValue{{string(key), []byte("v2")}})
 		}, ""},
 		{"a fill during a write is refused", func(c *rowCache) {
-			c.begin([]rowValue{{key, []byte("v2")}})
+			c.begin([]rowValue{{string(key), []byte("v2")}})
 			_, gen, _ := c.get(key)
 			c.fill(key, []byte("v1"), gen)
 		}, ""},
 		{"a fill after a write is taken", func(c *rowCache) {
-			c.begin([]rowValue{{key, []byte("v2")}})
-			c.written([]rowValue{{key, []byte("v2")}})
+			c.begin([]rowValue{{string(key), []byte("v2")}})
+			c.written([]rowValue{{string(key), []byte("v2")}})
 			_, gen, _ := c.get(sameShard(c, key))
 			c.fill(key, []byte("v2 read"), gen)
 		}, "v2 read"},
 		{"a fill after a failed write is taken", func(c *rowCache) {
-			c.begin([]rowValue{{key, []byte("v2")}})
-			c.forget([]rowValue{{key, []byte("v2")}})
+			c.begin([]rowValue{{string(key), []byte("v2")}})
+			c.forget([]rowValue{{string(key), []byte("v2")}})
 			_, gen, _ := c.get(key)
 			c.fill(key, []byte("v1"), gen)
 		}, "v1"},
 		{"rewritten", func(c *rowCache) {
-			c.written([]rowValue{{key, []byte("v2")}})
-			c.written([]rowValue{{key, []byte("v3")}})
+			c.written([]rowValue{{string(key), []byte("v2")}})
+			c.written([]rowValue{{string(key), []byte("v3")}})
 		}, "v3"},
 	}
 	for _, tt := range tests {
@@ -98,7 +98,7 @@ func TestRowCacheBounded(t *testing.T) {
 	c := newRowCache(4 * rowCacheShards)
 	for i := range 10_000 {
 		k := fmt.Appendf(nil, "c%d", i)
-		c.written([]rowValue{{k, k}})
+		c.written([]rowValue{{string(k), k}})
 		if v, _, ok := c.get(k); !ok || string(v) != string(k) {
 			t.Fatalf("%s: just written, get = %q, %v", k, v, ok)
 		}

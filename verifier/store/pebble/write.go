@@ -104,7 +104,7 @@ func putCard(b *pdb.Batch, w cardWrite, fx *effects) error {
 
 // putRow adds a card or device value to b and to fx.
 func putRow(b *pdb.Batch, fx *effects, key, value []byte) error {
-	fx.rows = append(fx.rows, rowValue{key: key, value: value})
+	fx.rows = append(fx.rows, rowValue{key: string(key), value: value})
 	return b.Set(key, value, nil)
 }
 
@@ -179,7 +179,7 @@ func (s *Store) commitAll(ctx context.Context, cs []*verifier.Commit, sync *pdb.
 	if err != nil {
 		return err
 	}
-	var fx effects
+	fx := effects{rows: make([]rowValue, 0, 2*len(cs))}
 	for _, c := range cs {
 		if c.Device != nil {
 			if err := s.putDevice(b, c.Device, &fx); err != nil {
@@ -501,7 +501,7 @@ func (s *Store) UpsertInventory(ctx context.Context, items []verifier.Card) (cre
 	defer unlockValues()
 	b := s.db.NewIndexedBatch()
 	defer b.Close()
-	var fx effects
+	fx := effects{rows: make([]rowValue, 0, len(ws))}
 	for _, w := range ws {
 		if err := putCard(b, w, &fx); err != nil {
 			return 0, 0, fmt.Errorf("pebble: upsert %s: %w", w.next.ICCID, err)
