@@ -201,3 +201,40 @@ func BenchmarkCommit(b *testing.B) {
 		}
 	})
 }
+
+// commitRows lists every row a call's commits write and refuses a row
+// named twice, among a few commits (compared in turn) or many (a map).
+func TestCommitRows(t *testing.T) {
+	card := func(i int) *verifier.Card { return &verifier.Card{ICCID: benchICCID(i)} }
+	commits := func(n int) []*verifier.Commit {
+		cs := make([]*verifier.Commit, n)
+		for i := range cs {
+			cs[i] = &verifier.Commit{Card: card(i), Device: &verifier.Device{ID: fmt.Sprint("gw-", i)}}
+		}
+		return cs
+	}
+	tests := []struct {
+		name    string
+		cs      []*verifier.Commit
+		wantErr bool
+	}{
+		{"one", commits(1), false},
+		{"few", commits(4), false},
+		{"many", commits(9), false},
+		{"a card twice among few", append(commits(2), &verifier.Commit{Card: card(1)}), true},
+		{"a device twice among many", append(commits(8), &verifier.Commit{Device: &verifier.Device{ID: "gw-3"}}), true},
+		{"an outbox id twice in one commit", []*verifier.Commit{{Outbox: []verifier.OutboxEntry{
+			{ID: "e", Kind: verifier.OutboxAlert}, {ID: "e", Kind: verifier.OutboxAlert}}}}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rows, err := commitRows(tt.cs)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, want an error: %v", err, tt.wantErr)
+			}
+			if err == nil && len(rows) != 2*len(tt.cs) {
+				t.Errorf("%d rows for %d commits of a card and a device each", len(rows), len(tt.cs))
+			}
+		})
+	}
+}

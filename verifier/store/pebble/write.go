@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	pdb "github.com/cockroachdb/pebble/v2"
 
@@ -235,12 +236,21 @@ func (s *Store) applyEffects(fx *effects) {
 // card, device and outbox id, each named by at most one commit.
 func commitRows(cs []*verifier.Commit) ([][]byte, error) {
 	rows := make([][]byte, 0, 2*len(cs))
-	seen := make(map[string]bool, 2*len(cs))
+	var seen map[string]bool // for many rows; a few are compared in turn
+	if len(cs) > 4 {
+		seen = make(map[string]bool, 2*len(cs))
+	}
 	add := func(k []byte) error {
-		if seen[string(k)] {
+		dup := seen[string(k)]
+		if seen == nil {
+			dup = slices.ContainsFunc(rows, func(r []byte) bool { return bytes.Equal(r, k) })
+		}
+		if dup {
 			return fmt.Errorf("pebble: commit: %q appears in two commits of one call", k)
 		}
-		seen[string(k)] = true
+		if seen != nil {
+			seen[string(k)] = true
+		}
 		rows = append(rows, k)
 		return nil
 	}
