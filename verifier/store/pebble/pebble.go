@@ -111,8 +111,9 @@ type Options struct {
 	// two (imsimem.go).
 	IMSIInMemory bool
 	// RowCache is how many values of cards and devices the store keeps
-	// in memory, those read or written last (default DefaultRowCache):
-	// enough for the few reads each report makes of its own.
+	// in memory, of those recently read or written (0 or less:
+	// DefaultRowCache): enough for the few reads each report makes of
+	// its own.
 	RowCache int
 }
 
@@ -127,8 +128,8 @@ type Store struct {
 	rows   stripes     // cards, devices, outbox ids, records
 	values stripes     // index values
 	imsi   *imsiMirror // nil unless Options.IMSIInMemory
-	// rowCache holds the values of the cards and devices read or
-	// written last (rowcache.go).
+	// rowCache holds values of cards and devices recently read or
+	// written (rowcache.go).
 	rowCache *rowCache
 
 	closeOnce sync.Once
@@ -263,6 +264,7 @@ func (s *Store) Close() error {
 		if s.imsi != nil {
 			s.imsi.stop()
 		}
+		s.rowCache.clear()
 		err := s.db.Flush()
 		err = errors.Join(err, s.db.Close())
 		s.cache.Unref()
@@ -374,10 +376,15 @@ func (s *Store) row(key []byte) ([]byte, error) {
 	if ok {
 		return v, nil
 	}
-	v, err := getCopy(s.db, key)
+	v, closer, err := s.db.Get(key)
+	if errors.Is(err, pdb.ErrNotFound) {
+		return nil, verifier.ErrNotFound
+	}
 	if err != nil {
 		return nil, err
 	}
+	v = bytes.Clone(v)
+	_ = closer.Close()
 	s.rowCache.fill(key, v, gen)
 	return v, nil
 }
@@ -386,7 +393,7 @@ func (s *Store) readCard(iccid protocol.ICCID) (*verifier.Card, error) {
 	v, err := s.row(cardKey(iccid))
 	if err != nil {
 		if !errors.Is(err, verifier.ErrNotFound) {
-			err = fmt.Errorf("pebble: card %s: %w", iccid, err)
+			err = fmt.Errorf("pebble: get card %s: %w", iccid, err)
 		}
 		return nil, err
 	}
@@ -578,7 +585,7 @@ func (s *Store) readDevice(id string) (*verifier.Device, error) {
 	v, err := s.row(deviceKey(id))
 	if err != nil {
 		if !errors.Is(err, verifier.ErrNotFound) {
-			err = fmt.Errorf("pebble: device %s: %w", id, err)
+			err = fmt.Errorf("pebble: get device %s: %w", id, err)
 		}
 		return nil, err
 	}

@@ -1,9 +1,10 @@
 package pebble
 
-// The row cache: the stored values of the cards and devices read or
-// written last, so that the reads one report makes of its device and its
-// card (to check the signature, to decide, then the version checks of
-// the write) cost one Pebble Get each at most, not five.
+// The row cache: the stored values of cards and devices recently read
+// or written, so that the five reads one report makes of its device and
+// its card (to check the signature, to decide, then the version checks
+// of the write) cost one Pebble Get of each, not five, unless a write to
+// another row of the same shard or an eviction comes in between.
 
 import (
 	"hash/maphash"
@@ -11,7 +12,8 @@ import (
 )
 
 // DefaultRowCache is the number of card and device values the row cache
-// holds when Options.RowCache is 0: about 200 bytes each.
+// holds when Options.RowCache is 0 or less: about 250-310 bytes each
+// with the maps' overhead (some 20 MiB).
 const DefaultRowCache = 1 << 16
 
 // rowCacheShards is how many independently locked parts the cache has.
@@ -43,7 +45,8 @@ type rowShard struct {
 	writing map[string]int // rows between begin and written or forget
 }
 
-// newRowCache returns a cache of about n entries (n > 0).
+// newRowCache returns a cache of about n entries (n > 0), at least one
+// per shard.
 func newRowCache(n int) *rowCache {
 	c := &rowCache{seed: maphash.MakeSeed(), max: max(1, n/rowCacheShards)}
 	for i := range c.shards {
@@ -97,28 +100,43 @@ func (c *rowCache) begin(rows []rowValue) {
 	}
 }
 
-// written puts the values a batch stored once it has committed, and
-// ends begin's mark.
-func (c *rowCache) written(rows []rowValue) {
+// written ends begin's mark for a batch that has committed and puts the
+// values it stored, unless it wrote more than maxPutRows rows (an
+// import): those are dropped instead, so that a bulk write does not push
+// the rows live reports use out of the cache.
+func (c *rowCache) written(rows []rowValue) { c.end(rows, len(rows) <= maxPutRows) }
+
+// maxPutRows is the most rows of one batch written puts in the cache.
+const maxPutRows = 64
+
+// forget ends begin's mark for a batch whose commit failed, leaving the
+// rows out of the cache: Pebble may or may not hold their values.
+func (c *rowCache) forget(rows []rowValue) { c.end(rows, false) }
+
+// end ends begin's mark of rows, putting their values in the cache or
+// dropping them.
+func (c *rowCache) end(rows []rowValue, put bool) {
 	for _, r := range rows {
 		sh := c.shardOf(r.key)
 		sh.mu.Lock()
 		sh.gen++
 		sh.done(r.key)
-		sh.put(r.key, r.value, c.max)
+		if put {
+			sh.put(r.key, r.value, c.max)
+		} else {
+			delete(sh.m, r.key)
+		}
 		sh.mu.Unlock()
 	}
 }
 
-// forget ends begin's mark for a batch whose commit failed, leaving the
-// rows out of the cache: Pebble may or may not hold their values.
-func (c *rowCache) forget(rows []rowValue) {
-	for _, r := range rows {
-		sh := c.shardOf(r.key)
+// clear drops every value (a closed store reads nothing from memory).
+func (c *rowCache) clear() {
+	for i := range c.shards {
+		sh := &c.shards[i]
 		sh.mu.Lock()
 		sh.gen++
-		sh.done(r.key)
-		delete(sh.m, r.key)
+		clear(sh.m)
 		sh.mu.Unlock()
 	}
 }
@@ -133,7 +151,8 @@ func (sh *rowShard) done(key string) {
 }
 
 // put stores v under key, first dropping an entry when the shard is
-// full: whichever the map's iteration gives first, which is random.
+// full: whichever the map's iteration gives first, which is random (a
+// hit does not keep an entry in).
 func (sh *rowShard) put(key string, v []byte, max int) {
 	if _, ok := sh.m[key]; !ok && len(sh.m) >= max {
 		for k := range sh.m {

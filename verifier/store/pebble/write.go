@@ -204,12 +204,9 @@ func (s *Store) commitAll(ctx context.Context, cs []*verifier.Commit, sync *pdb.
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	s.rowCache.begin(fx.rows)
-	if err := b.Commit(sync); err != nil {
-		s.rowCache.forget(fx.rows)
+	if err := s.commitBatch(b, sync, &fx); err != nil {
 		return fmt.Errorf("pebble: commit: %w", err)
 	}
-	s.applyEffects(&fx)
 	for _, c := range cs {
 		if c.Card != nil {
 			c.Card.Version++
@@ -221,24 +218,44 @@ func (s *Store) commitAll(ctx context.Context, cs []*verifier.Commit, sync *pdb.
 	return nil
 }
 
-// applyEffects makes a committed batch's changes in memory, while the
-// batch's row and value stripes are still held: in the row cache, and
-// its IMSI index changes in the mirror, so that two writes of one IMSI
-// reach the mirror in the order they reached Pebble.
-func (s *Store) applyEffects(fx *effects) {
+// commitBatch commits b, whose rows and changes in memory fx holds, and
+// makes those changes once it has committed, while the caller still
+// holds the batch's row and value stripes: in the row cache (whose rows
+// are marked as being written meanwhile, so that the batch stays atomic
+// to readers), and the IMSI index changes in the mirror, so that two
+// writes of one IMSI reach the mirror in the order they reached Pebble.
+func (s *Store) commitBatch(b *pdb.Batch, opts *pdb.WriteOptions, fx *effects) (err error) {
+	s.rowCache.begin(fx.rows)
+	committed := false
+	defer func() {
+		if !committed { // an error, or a panic in Pebble
+			s.rowCache.forget(fx.rows)
+		}
+	}()
+	if err := b.Commit(opts); err != nil {
+		return err
+	}
+	committed = true
 	s.rowCache.written(fx.rows)
 	if s.imsi != nil && len(fx.mirror) > 0 {
 		s.imsi.apply(fx.mirror)
 	}
+	return nil
 }
 
 // commitRows checks the commits and returns the row keys they lock: every
 // card, device and outbox id, each named by at most one commit.
 func commitRows(cs []*verifier.Commit) ([][]byte, error) {
-	rows := make([][]byte, 0, 2*len(cs))
+	n := 0
+	for _, c := range cs {
+		if c != nil {
+			n += 2 + len(c.Outbox)
+		}
+	}
+	rows := make([][]byte, 0, n)
 	var seen map[string]bool // for many rows; a few are compared in turn
-	if len(cs) > 4 {
-		seen = make(map[string]bool, 2*len(cs))
+	if n > 8 {
+		seen = make(map[string]bool, n)
 	}
 	add := func(k []byte) error {
 		dup := seen[string(k)]
@@ -520,11 +537,8 @@ func (s *Store) UpsertInventory(ctx context.Context, items []verifier.Card) (cre
 	if err := ctx.Err(); err != nil {
 		return 0, 0, err
 	}
-	s.rowCache.begin(fx.rows)
-	if err := b.Commit(pdb.Sync); err != nil {
-		s.rowCache.forget(fx.rows)
+	if err := s.commitBatch(b, pdb.Sync, &fx); err != nil {
 		return 0, 0, fmt.Errorf("pebble: upsert: %w", err)
 	}
-	s.applyEffects(&fx)
 	return created, changed, nil
 }
