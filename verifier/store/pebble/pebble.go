@@ -369,13 +369,17 @@ func getCopy(g getter, key []byte) ([]byte, error) {
 	return v, nil
 }
 
-// row returns the stored value of a card or device, through the row
-// cache. The value must not be modified.
-func (s *Store) row(key []byte) ([]byte, error) {
-	v, gen, ok := s.rowCache.get(key)
+// row returns the stored value of a card ('c') or device ('d'), through
+// the row cache. The value must not be modified.
+func (s *Store) row(prefix byte, id string) ([]byte, error) {
+	// The key is built on the stack for the cache, and copied for
+	// Pebble only when the cache misses.
+	var buf [48]byte
+	v, gen, ok := s.rowCache.get(append(append(buf[:0], prefix), id...))
 	if ok {
 		return v, nil
 	}
+	key := append([]byte{prefix}, id...)
 	v, closer, err := s.db.Get(key)
 	if errors.Is(err, pdb.ErrNotFound) {
 		return nil, verifier.ErrNotFound
@@ -390,7 +394,7 @@ func (s *Store) row(key []byte) ([]byte, error) {
 }
 
 func (s *Store) readCard(iccid protocol.ICCID) (*verifier.Card, error) {
-	v, err := s.row(cardKey(iccid))
+	v, err := s.row('c', string(iccid))
 	if err != nil {
 		if !errors.Is(err, verifier.ErrNotFound) {
 			err = fmt.Errorf("pebble: get card %s: %w", iccid, err)
@@ -582,7 +586,7 @@ func (s *Store) Device(ctx context.Context, id string) (*verifier.Device, error)
 }
 
 func (s *Store) readDevice(id string) (*verifier.Device, error) {
-	v, err := s.row(deviceKey(id))
+	v, err := s.row('d', id)
 	if err != nil {
 		if !errors.Is(err, verifier.ErrNotFound) {
 			err = fmt.Errorf("pebble: get device %s: %w", id, err)

@@ -197,7 +197,11 @@ func (s *Store) commitAll(ctx context.Context, cs []*verifier.Commit, sync *pdb.
 		}
 	}
 	for i, c := range cs {
-		if err := putHistoryOutbox(b, c, history[i]); err != nil {
+		var h []byte
+		if history != nil {
+			h = history[i]
+		}
+		if err := putHistoryOutbox(b, c, h); err != nil {
 			return err
 		}
 	}
@@ -380,11 +384,14 @@ func (s *Store) putDevice(b *pdb.Batch, d *verifier.Device, fx *effects) error {
 }
 
 // encodeHistory returns the encoded history entry of each commit (nil
-// for none).
+// for none), or nil when none has one.
 func encodeHistory(cs []*verifier.Commit) ([][]byte, error) {
-	out := make([][]byte, len(cs))
+	var out [][]byte
 	for i, c := range cs {
 		if h := c.History; h != nil {
+			if out == nil {
+				out = make([][]byte, len(cs))
+			}
 			v, err := encodeJSON(h)
 			if err != nil {
 				return nil, fmt.Errorf("pebble: history of %s: %w", h.ICCID, err)
