@@ -146,18 +146,23 @@ func TestRowCacheReadsFollowWrites(t *testing.T) {
 		}
 	}
 
+	// read reads row i's device, then its card.
+	read := func(i int) (*verifier.Device, *verifier.Card, error) {
+		d, err := s.Device(ctx, device(i))
+		if err != nil {
+			return nil, nil, err
+		}
+		c, err := s.Card(ctx, iccid(i))
+		return d, c, err
+	}
+
 	var writers, readers sync.WaitGroup
 	done := make(chan struct{})
 	for w := range 4 { // each writer owns every fourth row
 		writers.Go(func() {
 			for range writes {
 				for i := w; i < rows; i += 4 {
-					c, err := s.Card(ctx, iccid(i))
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					d, err := s.Device(ctx, device(i))
+					d, c, err := read(i)
 					if err != nil {
 						t.Error(err)
 						return
@@ -182,12 +187,7 @@ func TestRowCacheReadsFollowWrites(t *testing.T) {
 				default:
 				}
 				i := (n * 7919) % rows
-				d, err := s.Device(ctx, device(i))
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				c, err := s.Card(ctx, iccid(i))
+				d, c, err := read(i)
 				if err != nil {
 					t.Error(err)
 					return
