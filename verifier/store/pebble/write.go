@@ -228,7 +228,7 @@ func (s *Store) commitAll(ctx context.Context, cs []*verifier.Commit, sync *pdb.
 // are marked as being written meanwhile, so that the batch stays atomic
 // to readers), and the IMSI index changes in the mirror, so that two
 // writes of one IMSI reach the mirror in the order they reached Pebble.
-func (s *Store) commitBatch(b *pdb.Batch, opts *pdb.WriteOptions, fx *effects) (err error) {
+func (s *Store) commitBatch(b *pdb.Batch, opts *pdb.WriteOptions, fx *effects) error {
 	s.rowCache.begin(fx.rows)
 	committed := false
 	defer func() {
