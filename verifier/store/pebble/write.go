@@ -483,7 +483,14 @@ func (s *Store) UpsertInventory(ctx context.Context, items []verifier.Card) (cre
 	defer unlock()
 
 	// Read the current cards and decide what changes. A card repeated in
-	// items is written once, with the last item's fields.
+	// items is written once, with the last item's fields. A bulk call
+	// (an import) reads Pebble alone: its cards would only push the rows
+	// live reports use out of the row cache, and its write does not keep
+	// them either (rowCache.written).
+	read := s.readCard
+	if len(items) > maxPutRows {
+		read = s.readCardUncached
+	}
 	type plan struct{ old, next *verifier.Card }
 	plans := make(map[protocol.ICCID]*plan, len(items))
 	order := make([]protocol.ICCID, 0, len(items))
@@ -491,7 +498,7 @@ func (s *Store) UpsertInventory(ctx context.Context, items []verifier.Card) (cre
 		it := &items[i]
 		p, ok := plans[it.ICCID]
 		if !ok {
-			old, err := s.readCard(it.ICCID)
+			old, err := read(it.ICCID)
 			if errors.Is(err, verifier.ErrNotFound) {
 				old, err = nil, nil
 			}
