@@ -370,14 +370,19 @@ func getCopy(g getter, key []byte) ([]byte, error) {
 }
 
 // row returns the stored value of a card ('c') or device ('d'), through
-// the row cache. The value must not be modified.
-func (s *Store) row(prefix byte, id string) ([]byte, error) {
+// the row cache when cached, else from Pebble alone. The value must not
+// be modified.
+func (s *Store) row(prefix byte, id string, cached bool) ([]byte, error) {
 	// The key is built on the stack for the cache, and copied for
 	// Pebble only when the cache misses.
 	var buf [48]byte
-	v, gen, ok := s.rowCache.get(append(append(buf[:0], prefix), id...))
-	if ok {
-		return v, nil
+	var gen uint64
+	if cached {
+		v, g, ok := s.rowCache.get(append(append(buf[:0], prefix), id...))
+		if ok {
+			return v, nil
+		}
+		gen = g
 	}
 	key := append([]byte{prefix}, id...)
 	v, closer, err := s.db.Get(key)
@@ -389,12 +394,19 @@ func (s *Store) row(prefix byte, id string) ([]byte, error) {
 	}
 	v = bytes.Clone(v)
 	_ = closer.Close()
-	s.rowCache.fill(key, v, gen)
+	if cached {
+		s.rowCache.fill(key, v, gen)
+	}
 	return v, nil
 }
 
+// readCard reads a card through the row cache.
 func (s *Store) readCard(iccid protocol.ICCID) (*verifier.Card, error) {
-	v, err := s.row('c', string(iccid))
+	return s.readCardVia(iccid, true)
+}
+
+func (s *Store) readCardVia(iccid protocol.ICCID, cached bool) (*verifier.Card, error) {
+	v, err := s.row('c', string(iccid), cached)
 	if err != nil {
 		if !errors.Is(err, verifier.ErrNotFound) {
 			err = fmt.Errorf("pebble: get card %s: %w", iccid, err)
@@ -414,19 +426,7 @@ func (s *Store) readCard(iccid protocol.ICCID) (*verifier.Card, error) {
 // RADIUS stream), which would only push the rows reports use out of
 // the cache and pay for filling it.
 func (s *Store) readCardUncached(iccid protocol.ICCID) (*verifier.Card, error) {
-	v, closer, err := s.db.Get(cardKey(iccid))
-	if errors.Is(err, pdb.ErrNotFound) {
-		return nil, verifier.ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("pebble: get card %s: %w", iccid, err)
-	}
-	defer closer.Close()
-	c, err := decodeCard(iccid, v)
-	if err != nil {
-		return nil, fmt.Errorf("pebble: %w", err)
-	}
-	return c, nil
+	return s.readCardVia(iccid, false)
 }
 
 // Card returns the card with this ICCID.
@@ -607,7 +607,7 @@ func (s *Store) Device(ctx context.Context, id string) (*verifier.Device, error)
 }
 
 func (s *Store) readDevice(id string) (*verifier.Device, error) {
-	v, err := s.row('d', id)
+	v, err := s.row('d', id, true)
 	if err != nil {
 		if !errors.Is(err, verifier.ErrNotFound) {
 			err = fmt.Errorf("pebble: get device %s: %w", id, err)
