@@ -73,14 +73,23 @@ func TestCommitLazyCrash(t *testing.T) {
 	if got := afterCrash(none, "gw-1", "gw-2"); got[0] != 3 || got[1] != 1 {
 		t.Errorf("after a later synced commit the crash left %v, want [3 1]", got)
 	}
+	seq := uint64(5)
+
+	// A quiet lazy commit waits in memory (pending.go) until a sync or
+	// another write: a crash loses it whole.
+	write("gw-1", 4, true)
+	write("gw-1", 5, true)
+	if got := afterCrash(vfs.CrashCloneCfg{UnsyncedDataPercent: 100, RNG: rand.New(rand.NewPCG(1, 0))}, "gw-1"); got[0] != 3 {
+		t.Errorf("quiet lazy commits not flushed: the crash left seq %d, want 3", got[0])
+	}
 
 	// Each round syncs, then writes gw-1 just before gw-2 with the same
-	// seq, 50 times, lazily; a prefix of that has gw-1 at gw-2's seq or
-	// one ahead.
+	// seq, 50 times, lazily, each write taken to Pebble unsynced (as
+	// the writes between two syncs are); a prefix of that has gw-1 at
+	// gw-2's seq or one ahead.
 	seed := rand.Uint64()
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
-	seq := uint64(3)
 	// Whether a crash keeps part of the tail is chance (which unsynced
 	// blocks the clone keeps); go on until five did.
 	partial, round := 0, 0
@@ -89,8 +98,12 @@ func TestCommitLazyCrash(t *testing.T) {
 		synced := seq
 		for range 50 {
 			seq++
-			write("gw-1", seq, true)
-			write("gw-2", seq, true)
+			for _, id := range []string{"gw-1", "gw-2"} {
+				write(id, seq, true)
+				if err := s.flushPending(); err != nil {
+					t.Fatal(err)
+				}
+			}
 		}
 		got := afterCrash(vfs.CrashCloneCfg{UnsyncedDataPercent: 50, RNG: rng}, "gw-1", "gw-2")
 		if got[1] < synced || got[0] < got[1] || got[0] > got[1]+1 || got[0] > seq {

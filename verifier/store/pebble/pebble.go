@@ -131,6 +131,9 @@ type Store struct {
 	// rowCache holds values of cards and devices recently read or
 	// written (rowcache.go).
 	rowCache *rowCache
+	// pending holds rows of quiet lazy commits until they go to Pebble
+	// (pending.go).
+	pending *pendingRows
 
 	closeOnce sync.Once
 	closeErr  error
@@ -167,7 +170,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if rows <= 0 {
 		rows = DefaultRowCache
 	}
-	s := &Store{db: db, cache: cache, seed: maphash.MakeSeed(), rowCache: newRowCache(rows)}
+	s := &Store{db: db, cache: cache, seed: maphash.MakeSeed(), rowCache: newRowCache(rows), pending: newPendingRows()}
 	if opts.IMSIInMemory {
 		s.imsi = newIMSIMirror(db, log, nil)
 	}
@@ -257,15 +260,17 @@ func (l pebbleLogger) Fatalf(format string, args ...any) {
 // compaction debt, cache hits), for monitoring and benchmarks.
 func (s *Store) Metrics() *pdb.Metrics { return s.db.Metrics() }
 
-// Close flushes the memtable to tables (so the next Open has no log to
-// replay) and closes the store. Closing twice is not an error.
+// Close writes the rows of lazy commits still pending, flushes the
+// memtable to tables (so the next Open has no log to replay) and closes
+// the store. Closing twice is not an error.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		if s.imsi != nil {
 			s.imsi.stop()
 		}
+		err := s.flushPending()
 		s.rowCache.clear()
-		err := s.db.Flush()
+		err = errors.Join(err, s.db.Flush())
 		err = errors.Join(err, s.db.Close())
 		s.cache.Unref()
 		if err != nil {
@@ -369,16 +374,20 @@ func getCopy(g getter, key []byte) ([]byte, error) {
 	return v, nil
 }
 
-// row returns the stored value of a card ('c') or device ('d'), through
-// the row cache when cached, else from Pebble alone. The value must not
-// be modified.
+// row returns the stored value of a card ('c') or device ('d'): the
+// pending one if a lazy commit left one, else through the row cache when
+// cached, else from Pebble alone. The value must not be modified.
 func (s *Store) row(prefix byte, id string, cached bool) ([]byte, error) {
 	// The key is built on the stack for the cache, and copied for
 	// Pebble only when the cache misses.
 	var buf [48]byte
 	var gen uint64
+	stackKey := append(append(buf[:0], prefix), id...)
+	if v, ok := s.pending.get(stackKey); ok {
+		return v, nil
+	}
 	if cached {
-		v, g, ok := s.rowCache.get(append(append(buf[:0], prefix), id...))
+		v, g, ok := s.rowCache.get(stackKey)
 		if ok {
 			return v, nil
 		}
@@ -442,6 +451,9 @@ func (s *Store) Card(ctx context.Context, iccid protocol.ICCID) (*verifier.Card,
 // much cheaper per card than as many Gets while a bulk write keeps the
 // LSM tree busy.
 func (s *Store) Cards(ctx context.Context, iccids []protocol.ICCID) ([]*verifier.Card, error) {
+	if err := s.flushPending(); err != nil { // the iterator reads Pebble alone
+		return nil, err
+	}
 	return readCards(ctx, s.db, iccids)
 }
 

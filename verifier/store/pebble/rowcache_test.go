@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 
+	pdb "github.com/cockroachdb/pebble/v2"
+
 	"github.com/cardbind/cardbind/protocol"
 	"github.com/cardbind/cardbind/verifier"
 )
@@ -128,16 +130,36 @@ func TestRowCacheBounded(t *testing.T) {
 // wrote both (a batch is as atomic as in Pebble), and see the last one
 // once the writes are done, however the cache's fills and evictions fall
 // between the writes. The cache is smaller than the
-// rows, so reads keep missing and filling.
+// rows, so reads keep missing and filling. The writes are unsynced
+// Pebble batches (CommitLazy before its quiet commits stayed in memory,
+// pending.go).
 func TestRowCacheReadsFollowWrites(t *testing.T) {
 	s, err := Open(t.TempDir(), Options{CacheSize: 8 << 20, RowCache: rowCacheShards})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	const rows, writes = 2 * rowCacheShards, 150
-	iccid := func(i int) protocol.ICCID { return protocol.ICCID(fmt.Sprintf("8986031864022%07d", i)) }
-	device := func(i int) string { return fmt.Sprintf("gw-%d", i) }
+	checkReadsFollowWrites(t, s, func(_ int, c *verifier.Commit) error {
+		return s.commitAll(ctx, []*verifier.Commit{c}, pdb.NoSync)
+	}, nil)
+}
+
+// rowsRaced and writesRaced size checkReadsFollowWrites: twice as many
+// rows as the row cache of the tests has shards, each written that often.
+const rowsRaced, writesRaced = 2 * rowCacheShards, 150
+
+func racedICCID(i int) protocol.ICCID { return protocol.ICCID(fmt.Sprintf("8986031864022%07d", i)) }
+func racedDevice(i int) string        { return fmt.Sprintf("gw-%d", i) }
+
+// checkReadsFollowWrites races four writers, each of which writes a
+// card and a device together with commit (n counts its writes), against
+// four readers (two through the row cache, two past it) and background
+// (nil: none), and checks what the readers see, and the rows once the
+// writes are done.
+func checkReadsFollowWrites(t *testing.T, s *Store, commit func(n int, c *verifier.Commit) error, background func(done <-chan struct{})) {
+	t.Helper()
+	const rows, writes = rowsRaced, writesRaced
+	iccid, device := racedICCID, racedDevice
 	for i := range rows {
 		err := s.Commit(ctx, &verifier.Commit{Card: &verifier.Card{ICCID: iccid(i), Tenant: "acme"},
 			Device: &verifier.Device{ID: device(i), Tenant: "acme"}})
@@ -155,11 +177,28 @@ func TestRowCacheReadsFollowWrites(t *testing.T) {
 		c, err := s.Card(ctx, iccid(i))
 		return d, c, err
 	}
+	// readPast reads them past the row cache, as FindCard does.
+	readPast := func(i int) (*verifier.Device, *verifier.Card, error) {
+		v, err := s.row('d', device(i), false)
+		if err != nil {
+			return nil, nil, err
+		}
+		d, err := decodeDevice(device(i), v)
+		if err != nil {
+			return nil, nil, err
+		}
+		c, err := s.readCardUncached(iccid(i))
+		return d, c, err
+	}
 
 	var writers, readers sync.WaitGroup
 	done := make(chan struct{})
+	if background != nil {
+		readers.Go(func() { background(done) })
+	}
 	for w := range 4 { // each writer owns every fourth row
 		writers.Go(func() {
+			n := 0
 			for range writes {
 				for i := w; i < rows; i += 4 {
 					d, c, err := read(i)
@@ -169,15 +208,20 @@ func TestRowCacheReadsFollowWrites(t *testing.T) {
 					}
 					d.LastSeq++
 					c.Status.Seq = d.LastSeq
-					if err := s.CommitLazy(ctx, &verifier.Commit{Card: c, Device: d}); err != nil {
+					if err := commit(n, &verifier.Commit{Card: c, Device: d}); err != nil {
 						t.Error(err)
 						return
 					}
+					n++
 				}
 			}
 		})
 	}
-	for range 4 {
+	for r := range 4 {
+		read := read
+		if r%2 == 1 {
+			read = readPast
+		}
 		readers.Go(func() {
 			seen := make(map[int]uint64) // card version, and device version << 32
 			for n := 0; ; n++ {

@@ -103,6 +103,9 @@ func (s *Store) RescheduleOutbox(ctx context.Context, e verifier.OutboxEntry) er
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err := s.flushPending(); err != nil { // keeps writes in order (pending.go)
+		return err
+	}
 	idKey := outboxIDKey(e.ID)
 	defer s.lock(&s.rows, [][]byte{idKey})()
 	k, err := getCopy(s.db, idKey)
@@ -135,6 +138,9 @@ func (s *Store) CompleteOutbox(ctx context.Context, id string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err := s.flushPending(); err != nil { // keeps writes in order (pending.go)
+		return err
+	}
 	idKey := outboxIDKey(id)
 	defer s.lock(&s.rows, [][]byte{idKey})()
 	k, err := getCopy(s.db, idKey)
@@ -159,6 +165,9 @@ func (s *Store) PutRecord(ctx context.Context, ns, key string, value []byte) err
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err := s.flushPending(); err != nil { // keeps writes in order (pending.go)
+		return err
+	}
 	k := recordKey(ns, key)
 	defer s.lock(&s.rows, [][]byte{k})()
 	if err := s.db.Set(k, value, pdb.Sync); err != nil {
@@ -171,6 +180,9 @@ func (s *Store) PutRecord(ctx context.Context, ns, key string, value []byte) err
 // all of them or, on error, none.
 func (s *Store) PutRecords(ctx context.Context, ns string, recs []verifier.Record) error {
 	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := s.flushPending(); err != nil { // keeps writes in order (pending.go)
 		return err
 	}
 	if len(recs) == 0 {
@@ -208,6 +220,9 @@ func (s *Store) TakeRecord(ctx context.Context, ns, key string) ([]byte, error) 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if err := s.flushPending(); err != nil { // keeps writes in order (pending.go)
+		return nil, err
+	}
 	k := recordKey(ns, key)
 	defer s.lock(&s.rows, [][]byte{k})()
 	v, err := getCopy(s.db, k)
@@ -223,6 +238,9 @@ func (s *Store) TakeRecord(ctx context.Context, ns, key string) ([]byte, error) 
 // DeleteRecord deletes (ns, key); an absent record is not an error.
 func (s *Store) DeleteRecord(ctx context.Context, ns, key string) error {
 	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := s.flushPending(); err != nil { // keeps writes in order (pending.go)
 		return err
 	}
 	k := recordKey(ns, key)

@@ -127,15 +127,78 @@ func (s *Store) Commit(ctx context.Context, c *verifier.Commit) error {
 }
 
 // CommitLazy writes like Commit but returns without waiting for the
-// write-ahead log to reach the disk; see verifier.Store.
+// write-ahead log to reach the disk; see verifier.Store. A quiet commit
+// (no history or outbox entry, an existing card whose indexes and grace
+// deadline stay as they are) is not written to Pebble at once: its rows
+// wait in memory for the next sync or other write (pending.go).
 func (s *Store) CommitLazy(ctx context.Context, c *verifier.Commit) error {
+	if c.History == nil && len(c.Outbox) == 0 {
+		done, err := s.commitQuiet(ctx, c)
+		if done || err != nil {
+			return err
+		}
+	}
 	return s.commitAll(ctx, []*verifier.Commit{c}, pdb.NoSync)
 }
 
-// Sync makes every write made before it durable: an empty synced write,
-// which syncs the write-ahead log up to it.
+// commitQuiet checks c's versions as Commit does and, if c changes no
+// index entry and no grace deadline, puts its rows among the pending
+// ones. It returns false, having written nothing, when c does not
+// qualify.
+func (s *Store) commitQuiet(ctx context.Context, c *verifier.Commit) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return true, err
+	}
+	cs := []*verifier.Commit{c}
+	keys, err := commitRows(cs)
+	if err != nil {
+		return true, err
+	}
+	unlock := s.lock(&s.rows, keys)
+	defer unlock()
+
+	ws, err := s.checkCards(ctx, cs)
+	if err != nil {
+		return true, err
+	}
+	rows := make([]rowValue, 0, 2)
+	for _, w := range ws {
+		if w.old == nil || len(indexKeys(ws)) > 0 || graceUntil(w.old) != graceUntil(w.next) {
+			return false, nil
+		}
+		rows = append(rows, rowValue{key: string(cardKey(w.next.ICCID)), value: encodeCard(w.next)})
+	}
+	if c.Device != nil {
+		next, err := s.checkDevice(c.Device)
+		if err != nil {
+			return true, err
+		}
+		rows = append(rows, rowValue{key: string(deviceKey(next.ID)), value: encodeDevice(next)})
+	}
+	full := s.pending.put(rows)
+	s.rowCache.begin(rows)
+	s.rowCache.written(rows)
+	if c.Card != nil {
+		c.Card.Version++
+	}
+	if c.Device != nil {
+		c.Device.Version++
+	}
+	if full {
+		// The commit stands whatever the flush does: a failed flush
+		// keeps the rows, for the next write or sync to retry.
+		_ = s.flushPending()
+	}
+	return true, nil
+}
+
+// Sync makes every write made before it durable: the pending rows, then
+// an empty synced write, which syncs the write-ahead log up to it.
 func (s *Store) Sync(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := s.flushPending(); err != nil {
 		return err
 	}
 	if err := s.db.LogData(nil, pdb.Sync); err != nil {
@@ -229,6 +292,9 @@ func (s *Store) commitAll(ctx context.Context, cs []*verifier.Commit, sync *pdb.
 // to readers), and the IMSI index changes in the mirror, so that two
 // writes of one IMSI reach the mirror in the order they reached Pebble.
 func (s *Store) commitBatch(b *pdb.Batch, opts *pdb.WriteOptions, fx *effects) error {
+	if err := s.flushPending(); err != nil {
+		return err
+	}
 	s.rowCache.begin(fx.rows)
 	committed := false
 	defer func() {
@@ -325,6 +391,9 @@ func (s *Store) checkCards(ctx context.Context, cs []*verifier.Commit) ([]cardWr
 		for i, c := range cards {
 			iccids[i] = c.ICCID
 		}
+		if err := s.flushPending(); err != nil { // the iterator reads Pebble alone
+			return nil, err
+		}
 		var err error
 		if olds, err = readCards(ctx, s.db, iccids); err != nil {
 			return nil, err
@@ -362,25 +431,35 @@ func checkCard(c, old *verifier.Card) (cardWrite, error) {
 // putDevice checks a device's version against the stored one and adds
 // its write to b and fx. The device's row stripe must be held.
 func (s *Store) putDevice(b *pdb.Batch, d *verifier.Device, fx *effects) error {
+	next, err := s.checkDevice(d)
+	if err != nil {
+		return err
+	}
+	if err := putRow(b, fx, deviceKey(d.ID), encodeDevice(next)); err != nil {
+		return fmt.Errorf("pebble: device %s: %w", d.ID, err)
+	}
+	return nil
+}
+
+// checkDevice checks a commit's device against the stored one and
+// returns the device to store, its version moved on.
+func (s *Store) checkDevice(d *verifier.Device) (*verifier.Device, error) {
 	old, err := s.readDevice(d.ID)
 	switch {
 	case errors.Is(err, verifier.ErrNotFound):
 		if d.Version != 0 {
-			return fmt.Errorf("device %s: version %d read, now gone: %w", d.ID, d.Version, verifier.ErrConflict)
+			return nil, fmt.Errorf("device %s: version %d read, now gone: %w", d.ID, d.Version, verifier.ErrConflict)
 		}
 	case err != nil:
-		return err
+		return nil, err
 	case d.Version == 0:
-		return fmt.Errorf("device %s: created, but it exists: %w", d.ID, verifier.ErrConflict)
+		return nil, fmt.Errorf("device %s: created, but it exists: %w", d.ID, verifier.ErrConflict)
 	case old.Version != d.Version:
-		return fmt.Errorf("device %s: version %d read, now %d: %w", d.ID, d.Version, old.Version, verifier.ErrConflict)
+		return nil, fmt.Errorf("device %s: version %d read, now %d: %w", d.ID, d.Version, old.Version, verifier.ErrConflict)
 	}
 	next := *d
 	next.Version++
-	if err := putRow(b, fx, deviceKey(d.ID), encodeDevice(&next)); err != nil {
-		return fmt.Errorf("pebble: device %s: %w", d.ID, err)
-	}
-	return nil
+	return &next, nil
 }
 
 // encodeHistory returns the encoded history entry of each commit (nil
