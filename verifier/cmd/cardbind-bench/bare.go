@@ -17,6 +17,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cardbind/cardbind/verifier/broker"
 )
 
 // bareReportFilter is where nats-server stores QoS 1 publishes on the
@@ -95,7 +97,10 @@ func bareBroker(ctx context.Context, args []string, stderr io.Writer) error {
 		if err := m.Ack(); err == nil {
 			count.Add(1)
 		}
-	}, jetstream.PullMaxMessages(1000))
+	}, jetstream.PullMaxMessages(1000),
+		// The verifier's settings, so that a pull request the server
+		// loses stalls both for the same two seconds at most.
+		jetstream.PullExpiry(broker.ReportPullExpiry), jetstream.PullHeartbeat(broker.ReportPullHeartbeat))
 	if err != nil {
 		return fmt.Errorf("bare-broker: consume: %w", err)
 	}
