@@ -212,14 +212,7 @@ func TestMirrorLoadRacesWrites(t *testing.T) {
 	if _, _, err := s.UpsertInventory(ctx, items); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	s, err = Open(dir, Options{CacheSize: 8 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = reopen(t, s, dir)
 	defer s.Close()
 	// The scan stops halfway until the first writes are done.
 	paused, resume := make(chan struct{}), make(chan struct{})

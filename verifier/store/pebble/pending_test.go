@@ -169,26 +169,7 @@ func TestPendingReadsFollowWrites(t *testing.T) {
 		}
 	}
 	checkReadsFollowWrites(t, s, commit, background)
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	s, err = Open(dir, Options{CacheSize: 8 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = reopen(t, s, dir)
 	defer s.Close()
-	for i := range rowsRaced {
-		d, err := s.Device(ctx, racedDevice(i))
-		if err == nil && d.Version != writesRaced+1 {
-			err = fmt.Errorf("device version %d, want %d", d.Version, writesRaced+1)
-		}
-		c, cerr := s.Card(ctx, racedICCID(i))
-		if cerr == nil && c.Version != writesRaced+1 {
-			cerr = fmt.Errorf("card version %d, want %d", c.Version, writesRaced+1)
-		}
-		if err := errors.Join(err, cerr); err != nil {
-			t.Errorf("row %d after reopening: %v", i, err)
-		}
-	}
+	checkRowsWritten(t, s, "after reopening")
 }
