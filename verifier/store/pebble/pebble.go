@@ -135,6 +135,12 @@ type Store struct {
 	// (pending.go).
 	pending *pendingRows
 
+	// Test hooks, nil outside tests: between row's lookups in the cache
+	// and in the pending rows, and in commitQuiet once its rows are in
+	// pending, before the cache has their values.
+	hookRowLookups func(key []byte)
+	hookQuietPut   func()
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -374,24 +380,31 @@ func getCopy(g getter, key []byte) ([]byte, error) {
 	return v, nil
 }
 
-// row returns the stored value of a card ('c') or device ('d'): the
-// pending one if a lazy commit left one, else through the row cache when
-// cached, else from Pebble alone. The value must not be modified.
+// row returns the stored value of a card ('c') or device ('d'): from the
+// row cache when cached and it has it, else the pending one if a lazy
+// commit left one, else from Pebble. The value must not be modified.
 func (s *Store) row(prefix byte, id string, cached bool) ([]byte, error) {
 	// The key is built on the stack for the cache, and copied for
 	// Pebble only when the cache misses.
 	var buf [48]byte
 	var gen uint64
 	stackKey := append(append(buf[:0], prefix), id...)
-	if v, ok := s.pending.get(stackKey); ok {
-		return v, nil
-	}
+	// The cache before the pending rows: the generation it gives, taken
+	// before pending is looked at, keeps fill from caching a value that
+	// a lazy commit replaced meanwhile (it marks its rows in the cache
+	// before it puts them in pending).
 	if cached {
 		v, g, ok := s.rowCache.get(stackKey)
 		if ok {
 			return v, nil
 		}
 		gen = g
+	}
+	if s.hookRowLookups != nil {
+		s.hookRowLookups(stackKey)
+	}
+	if v, ok := s.pending.get(stackKey); ok {
+		return v, nil
 	}
 	key := append([]byte{prefix}, id...)
 	v, closer, err := s.db.Get(key)

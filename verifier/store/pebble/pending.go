@@ -11,7 +11,9 @@ import (
 // pendingRows holds the card and device rows that quiet lazy commits
 // wrote (CommitLazy of a card's last-seen state and a device's sequence
 // number: no history, no outbox, no index change) and that are not yet
-// in Pebble. Reads look here first. The rows go to Pebble in one batch
+// in Pebble. Reads look here before Pebble (after the row cache, which
+// such a commit marks before it puts its rows here, so that the cache
+// never holds an older value than this). The rows go to Pebble in one batch
 // when the store syncs, and before any other write, so that writes
 // still reach the disk in the order they were made: a crash loses a
 // lazy write only with every write made after it (verifier.Store).

@@ -173,3 +173,121 @@ func TestPendingReadsFollowWrites(t *testing.T) {
 	defer s.Close()
 	checkRowsWritten(t, s, "after reopening")
 }
+
+// sameShardDevice returns the id of a device whose row falls in the same
+// row cache shard as key.
+func sameShardDevice(t *testing.T, c *rowCache, key []byte) string {
+	t.Helper()
+	for i := range 100_000 {
+		id := fmt.Sprintf("gw-other-%d", i)
+		if c.shard(deviceKey(id)) == c.shard(key) {
+			return id
+		}
+	}
+	t.Fatal("no device in the same shard")
+	return ""
+}
+
+// A reader that missed the row cache before a lazy commit, and reads
+// Pebble after it, must not put the older value in the cache: once a
+// sync takes the new one out of pending, reads would return the old
+// value for good, and a write on it would undo the lazy commit. The
+// hook holds the reader between its two lookups while the commit is
+// made and the cache's copy of it evicted (a shard of one entry).
+func TestPendingNoStaleFill(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{CacheSize: 8 << 20, RowCache: rowCacheShards})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	d := &verifier.Device{ID: "gw-1", Tenant: "acme", LastSeq: 1}
+	key := deviceKey(d.ID)
+	other := &verifier.Device{ID: sameShardDevice(t, s.rowCache, key), Tenant: "acme"}
+	if err := s.CommitAll(ctx, []*verifier.Commit{{Device: d}, {Device: other}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Device(ctx, other.ID); err != nil { // the shard holds the other device
+		t.Fatal(err)
+	}
+
+	between, resume := make(chan struct{}), make(chan struct{})
+	s.hookRowLookups = func(k []byte) {
+		if string(k) == string(key) {
+			s.hookRowLookups = nil
+			close(between)
+			<-resume
+		}
+	}
+	read := make(chan error, 1)
+	go func() {
+		_, err := s.Device(ctx, d.ID)
+		read <- err
+	}()
+	<-between
+	d.LastSeq = 2
+	if err := s.CommitLazy(ctx, &verifier.Commit{Device: d}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Device(ctx, other.ID); err != nil { // evicts gw-1's new value
+		t.Fatal(err)
+	}
+	close(resume)
+	if err := <-read; err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Device(ctx, d.ID)
+	if err != nil || got.LastSeq != 2 || got.Version != 2 {
+		t.Fatalf("after the sync the device reads %+v, %v; want LastSeq 2, version 2", got, err)
+	}
+}
+
+// Once a reader saw a lazy commit's rows in pending, a sync may take them
+// out before the commit has put them in the cache; a later reader must
+// not get the older values the cache still holds.
+func TestPendingRowsNeverBehindCache(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{CacheSize: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const iccid = protocol.ICCID("89860318640220000001")
+	c := &verifier.Card{ICCID: iccid, Tenant: "acme", Status: verifier.CardStatus{Seq: 1}}
+	d := &verifier.Device{ID: "gw-1", Tenant: "acme", LastSeq: 1}
+	if err := s.Commit(ctx, &verifier.Commit{Card: c, Device: d}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Card(ctx, iccid); err != nil { // both rows in the cache
+		t.Fatal(err)
+	}
+	if _, err := s.Device(ctx, d.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	var first, second *verifier.Device
+	var card *verifier.Card
+	s.hookQuietPut = func() {
+		s.hookQuietPut = nil
+		var err1, err2, err3 error
+		first, err1 = s.Device(ctx, d.ID)
+		err := s.flushPending()
+		second, err2 = s.Device(ctx, d.ID)
+		card, err3 = s.Card(ctx, iccid)
+		if err := errors.Join(err1, err, err2, err3); err != nil {
+			t.Error(err)
+		}
+	}
+	d.LastSeq, c.Status.Seq = 2, 2
+	if err := s.CommitLazy(ctx, &verifier.Commit{Card: c, Device: d}); err != nil {
+		t.Fatal(err)
+	}
+	if first == nil || second == nil || card == nil {
+		t.Fatal("the hook did not run")
+	}
+	if second.Version < first.Version || card.Status.Seq < first.LastSeq {
+		t.Errorf("a reader got device version %d; one after it got device version %d and card seq %d: older",
+			first.Version, second.Version, card.Status.Seq)
+	}
+}

@@ -175,8 +175,14 @@ func (s *Store) commitQuiet(ctx context.Context, c *verifier.Commit) (bool, erro
 		}
 		rows = append(rows, rowValue{key: string(deviceKey(next.ID)), value: encodeDevice(next)})
 	}
-	full := s.pending.put(rows)
+	// Mark the rows in the cache before they show in pending: once a
+	// reader has seen them there, a flush may take them out of pending,
+	// and no reader may then find the older values in the cache.
 	s.rowCache.begin(rows)
+	full := s.pending.put(rows)
+	if s.hookQuietPut != nil {
+		s.hookQuietPut()
+	}
 	s.rowCache.written(rows)
 	if c.Card != nil {
 		c.Card.Version++
