@@ -161,9 +161,12 @@ func (s *Store) commitQuiet(ctx context.Context, c *verifier.Commit) (bool, erro
 	if err != nil {
 		return true, err
 	}
+	if len(indexKeys(ws)) > 0 {
+		return false, nil
+	}
 	rows := make([]rowValue, 0, 2)
 	for _, w := range ws {
-		if w.old == nil || len(indexKeys(ws)) > 0 || graceUntil(w.old) != graceUntil(w.next) {
+		if w.old == nil || graceUntil(w.old) != graceUntil(w.next) {
 			return false, nil
 		}
 		rows = append(rows, rowValue{key: string(cardKey(w.next.ICCID)), value: encodeCard(w.next)})
