@@ -13,10 +13,11 @@ import (
 // number: no history, no outbox, no index change) and that are not yet
 // in Pebble. Reads look here before Pebble (after the row cache, which
 // such a commit marks before it puts its rows here, so that the cache
-// never holds an older value than this). The rows go to Pebble in one batch
-// when the store syncs, and before any other write, so that writes
-// still reach the disk in the order they were made: a crash loses a
-// lazy write only with every write made after it (verifier.Store).
+// never holds an older value than this). The rows go to Pebble in one
+// batch when the store syncs, and before any other write, so that
+// writes still reach the disk in the order they were made: a crash
+// loses a lazy write only with every write made after it
+// (verifier.Store).
 //
 // A quiet report then costs a map insert instead of a Pebble batch of
 // its own (its commit pipeline, its memtable inserts, its write-ahead log
