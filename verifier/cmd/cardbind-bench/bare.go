@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"runtime/pprof"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -36,6 +38,7 @@ func bareBroker(ctx context.Context, args []string, stderr io.Writer) error {
 	dir := fs.String("dir", "", "JetStream store directory (required)")
 	mqttAddr := fs.String("mqtt", "127.0.0.1:1883", "MQTT listen address")
 	httpAddr := fs.String("http", "127.0.0.1:0", "HTTP listen address of GET /count")
+	profile := fs.String("cpuprofile", "", "CPU profile of the whole run to write")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -43,6 +46,17 @@ func bareBroker(ctx context.Context, args []string, stderr io.Writer) error {
 		return errors.New("bare-broker: -dir is required")
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	if *profile != "" {
+		f, err := os.Create(*profile)
+		if err != nil {
+			return fmt.Errorf("bare-broker: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("bare-broker: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	host, p, err := net.SplitHostPort(*mqttAddr)
 	if err != nil {
 		return fmt.Errorf("bare-broker: -mqtt: %w", err)

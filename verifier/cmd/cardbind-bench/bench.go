@@ -39,6 +39,7 @@ type options struct {
 	plotDir     string
 	plotRef     string
 	cpuProfile  string
+	bareProfile string
 	workers     int
 	noEarly     bool
 	label       string
@@ -71,6 +72,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.plotDir, "plots", "", "write PNG plots into this directory")
 	fs.StringVar(&o.plotRef, "plot-ref", "bench", "how the Markdown refers to the plot directory")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "profile the verifier's CPU (runs app.Run in a child of this binary instead of -verifier-bin)")
+	fs.StringVar(&o.bareProfile, "bare-cpuprofile", "", "profile the bare broker's CPU; round N writes FILE.N")
 	fs.IntVar(&o.workers, "workers", 0, "the verifier's ingest.workers (0: its default)")
 	fs.BoolVar(&o.noEarly, "no-early", false, "run the verifier with ingest.early_changes = false (swap reports wait their turn behind the queued heartbeats)")
 	fs.StringVar(&o.label, "label", "", "name of the mode, for the Markdown (e.g. quick)")
@@ -346,8 +348,11 @@ func bareRun(ctx context.Context, o options, self string, round int, hc *http.Cl
 		return throughputRun{}, err
 	}
 	dir := filepath.Join(o.workDir, fmt.Sprintf("bare-%d", round))
-	b, err := benchproc.Start("bare broker", filepath.Join(o.workDir, fmt.Sprintf("bare-%d.log", round)), self,
-		"bare-broker", "-dir", dir, "-mqtt", mqttAddr, "-http", httpAddr)
+	args := []string{"bare-broker", "-dir", dir, "-mqtt", mqttAddr, "-http", httpAddr}
+	if o.bareProfile != "" {
+		args = append(args, "-cpuprofile", fmt.Sprintf("%s.%d", o.bareProfile, round))
+	}
+	b, err := benchproc.Start("bare broker", filepath.Join(o.workDir, fmt.Sprintf("bare-%d.log", round)), self, args...)
 	if err != nil {
 		return throughputRun{}, err
 	}
