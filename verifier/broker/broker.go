@@ -101,6 +101,12 @@ type Broker struct {
 	backlogNC *nats.Conn
 	msgs      jetstream.Stream // $MQTT_msgs on backlogNC, once looked up
 	mqttAddr  string
+	reportSub *Subscription // the running report subscription, nil without
+	ackers    []*acks       // every report consume's ack tracker, until the broker stops
+
+	// hookDeliver, when set (by tests), sees each report delivery
+	// first and drops it when it returns false, as if lost on the way.
+	hookDeliver func(jetstream.Msg) bool
 }
 
 // New prepares a broker; Start runs it. auth decides who MQTT clients
@@ -295,6 +301,13 @@ func (b *Broker) closeLocked() {
 		b.pub = nil
 	}
 	if b.nc != nil {
+		// Acks of reports handled before the stop, so that a clean stop
+		// sends nothing round again.
+		for _, a := range b.ackers {
+			a.flush()
+		}
+		b.ackers = nil
+		_ = b.nc.FlushTimeout(time.Second)
 		b.nc.Close()
 		b.nc = nil
 		b.js = nil

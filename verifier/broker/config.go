@@ -53,7 +53,7 @@ type Config struct {
 	AuthTimeout time.Duration
 
 	// ReportConsumer names the durable JetStream consumer that feeds
-	// SubscribeReports; verifier replicas sharing it share the reports.
+	// SubscribeReports.
 	ReportConsumer string
 	// ReportAckWait is how long a report handed to a ReportHandler may
 	// stay unacknowledged before it is delivered again.

@@ -70,12 +70,13 @@
 // A QoS 1 PUBLISH is stored in the stream $MQTT_msgs under
 // "$MQTT.msgs.<subject>" before nats-server sends the PUBACK. The stream
 // has interest retention, so the broker creates a durable pull consumer
-// on it (filter "$MQTT.msgs.cardbind.v1.devices.*.report", explicit ack)
-// in Start, before any outside client may connect: from then on a
-// PUBACKed report stays on disk until a verifier acks it, across verifier
-// stops, crashes and broker restarts. SubscribeReports consumes it;
-// several subscribers (replicas) on the same durable share the work like
-// a queue group.
+// on it (filter "$MQTT.msgs.cardbind.v1.devices.*.report", AckAll) in
+// Start, before any outside client may connect: from then on a PUBACKed
+// report stays on disk until a verifier acks it, across verifier stops,
+// crashes and broker restarts. SubscribeReports consumes it, one
+// subscription at a time; the handler acks each report when its effect
+// is durable, in any order, and the broker acks the consumer up to the
+// first report not yet acked, once for many (acks.go).
 //
 // Limits: a PUBACKed report survives a crash of the process; to survive a
 // crash of the machine, set Config.SyncAlways (nats-server otherwise

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cardbind/cardbind/protocol"
@@ -37,33 +38,85 @@ type ReportHandler func(deviceID string, payload []byte, ack func())
 
 // Subscription is a running report subscription.
 type Subscription struct {
-	cc jetstream.ConsumeContext
+	b   *Broker
+	h   ReportHandler
+	ctx context.Context
+
+	mu      sync.Mutex
+	cc      jetstream.ConsumeContext // the current consume
+	stopped bool
+	done    chan struct{} // closed by Stop
 }
 
 // Stop ends the subscription and waits until no handler runs. Reports
-// handed out and not acked are delivered again after the ack wait.
+// handed out and acked afterwards are still acknowledged to the server;
+// those never acked are delivered again to the next subscription.
 func (s *Subscription) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return
+	}
+	s.stopped = true
+	close(s.done)
 	s.cc.Stop()
 	<-s.cc.Closed()
+	s.b.mu.Lock()
+	if s.b.reportSub == s {
+		s.b.reportSub = nil
+	}
+	s.b.mu.Unlock()
 }
+
+// ErrSubscribed is returned by SubscribeReports while another
+// subscription runs: the report consumer acks with AckAll, so one
+// subscription must see every report.
+var ErrSubscribed = errors.New("broker: reports already subscribed")
 
 // ensureReportConsumer creates, or updates, the durable pull consumer on
 // $MQTT_msgs that holds every device report. It exists from Start on,
 // whether a verifier consumes or not, so $MQTT_msgs keeps every PUBACKed
 // report until a verifier acks it.
+//
+// A consumer left by an older cardbind acks explicitly, and a consumer's
+// ack policy cannot be changed in place. It is replaced without losing a
+// report: a second consumer takes over the interest in the stream, the
+// old one is deleted and created anew, then the second one goes. Each
+// step is repeated at the next start if a crash comes between them.
 func (b *Broker) ensureReportConsumer(ctx context.Context) error {
-	_, err := b.js.CreateOrUpdateConsumer(ctx, mqttMsgsStream, jetstream.ConsumerConfig{
-		Durable:       b.cfg.ReportConsumer,
+	name, interim := b.cfg.ReportConsumer, b.cfg.ReportConsumer+"-interim"
+	cfg := jetstream.ConsumerConfig{
+		Durable:       name,
 		Description:   "cardbind device reports (MQTT QoS 1) for the verifier",
 		FilterSubject: reportStoreFilter,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckPolicy:     jetstream.AckAllPolicy,
 		AckWait:       b.cfg.ReportAckWait,
 		MaxAckPending: b.cfg.ReportMaxAckPending,
 		MaxDeliver:    -1,
-	})
-	if err != nil {
-		return fmt.Errorf("report consumer %s on %s: %w", b.cfg.ReportConsumer, mqttMsgsStream, err)
+	}
+	old, err := b.js.Consumer(ctx, mqttMsgsStream, name)
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+	case err != nil:
+		return fmt.Errorf("report consumer %s on %s: %w", name, mqttMsgsStream, err)
+	case old.CachedInfo().Config.AckPolicy != jetstream.AckAllPolicy:
+		hold := cfg
+		hold.Durable, hold.Description = interim, "holds the reports while "+name+" is created anew"
+		if _, err := b.js.CreateOrUpdateConsumer(ctx, mqttMsgsStream, hold); err != nil {
+			return fmt.Errorf("report consumer %s: replace: %w", name, err)
+		}
+		if err := b.js.DeleteConsumer(ctx, mqttMsgsStream, name); err != nil {
+			return fmt.Errorf("report consumer %s: replace: %w", name, err)
+		}
+		b.log.Info("broker: report consumer replaced to ack with AckAll", "consumer", name)
+	}
+	if _, err := b.js.CreateOrUpdateConsumer(ctx, mqttMsgsStream, cfg); err != nil {
+		return fmt.Errorf("report consumer %s on %s: %w", name, mqttMsgsStream, err)
+	}
+	err = b.js.DeleteConsumer(ctx, mqttMsgsStream, interim)
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("report consumer %s: drop %s: %w", name, interim, err)
 	}
 	return nil
 }
@@ -86,37 +139,75 @@ const (
 // SubscribeReports feeds the devices' QoS 1 reports to h, at least once
 // each, until ctx ends or Stop is called. Every report that got a PUBACK
 // is delivered, also those published while no verifier was consuming or
-// before a crash. Subscriptions on the same durable consumer (in this
-// process, in other replicas on the same cluster) share the reports
-// between them like a queue group. h runs on one goroutine per
-// subscription; a slow handler should hand reports on and ack later.
-// QoS 0 reports are not stored by nats-server and never arrive here.
+// before a crash. One subscription runs at a time (ErrSubscribed): the
+// consumer acks with AckAll (acks.go). h runs on one goroutine; a slow
+// handler should hand reports on and ack later, in any order. QoS 0
+// reports are not stored by nats-server and never arrive here.
 //
 // It first resets the consumer to its ack floor. Reports handed out
 // before a crash and never acked would otherwise come again only after
 // the ack wait, behind the same device's later reports, which the
 // verifier would then refuse as replays: after the reset they come again
-// at once and in stream order, ahead of later ones. Reports acked above
-// the floor come again too and are refused as already seen. With
-// several replicas on one consumer, subscribe them before traffic starts
-// or accept those repeats.
+// at once and in stream order, ahead of later ones. Reports handled
+// above the floor but not yet acked come again too, and are refused as
+// already seen. The subscription starts over the same way when a
+// delivery was lost on the way (acks.go).
 func (b *Broker) SubscribeReports(ctx context.Context, h ReportHandler) (*Subscription, error) {
 	if h == nil {
 		return nil, errors.New("broker: subscribe reports: nil handler")
 	}
-	_, js, _, err := b.conn()
-	if err != nil {
+	if _, _, _, err := b.conn(); err != nil {
 		return nil, fmt.Errorf("broker: subscribe reports: %w", err)
 	}
+	s := &Subscription{b: b, h: h, ctx: ctx, done: make(chan struct{})}
+	b.mu.Lock()
+	if b.reportSub != nil {
+		b.mu.Unlock()
+		return nil, ErrSubscribed
+	}
+	b.reportSub = s
+	b.mu.Unlock()
+	s.mu.Lock()
+	err := s.consume(ctx)
+	if err != nil {
+		s.stopped = true
+		close(s.done)
+	}
+	s.mu.Unlock()
+	if err != nil {
+		b.mu.Lock()
+		b.reportSub = nil
+		b.mu.Unlock()
+		return nil, fmt.Errorf("broker: subscribe reports: %w", err)
+	}
+	go func() {
+		select {
+		case <-ctx.Done():
+			s.Stop()
+		case <-s.done:
+		}
+	}()
+	return s, nil
+}
+
+// consume resets the consumer to its ack floor and starts consuming with
+// a new ack tracker. s.mu is held.
+func (s *Subscription) consume(ctx context.Context) error {
+	b := s.b
+	_, js, _, err := b.conn()
+	if err != nil {
+		return err
+	}
 	if _, err := js.ResetConsumer(ctx, mqttMsgsStream, b.cfg.ReportConsumer); err != nil {
-		return nil, fmt.Errorf("broker: subscribe reports: reset to the ack floor: %w", err)
+		return fmt.Errorf("reset to the ack floor: %w", err)
 	}
 	cons, err := js.Consumer(ctx, mqttMsgsStream, b.cfg.ReportConsumer)
 	if err != nil {
-		return nil, fmt.Errorf("broker: subscribe reports: %w", err)
+		return err
 	}
+	a := b.newAcks()
 	batch := min(b.cfg.ReportMaxAckPending, 1000)
-	cc, err := cons.Consume(func(m jetstream.Msg) { b.deliverReport(m, h) },
+	cc, err := cons.Consume(func(m jetstream.Msg) { s.deliver(m, a) },
 		jetstream.PullMaxMessages(batch),
 		jetstream.PullExpiry(ReportPullExpiry),
 		jetstream.PullHeartbeat(ReportPullHeartbeat),
@@ -127,36 +218,71 @@ func (b *Broker) SubscribeReports(ctx context.Context, h ReportHandler) (*Subscr
 		}),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("broker: subscribe reports: %w", err)
+		return err
 	}
-	s := &Subscription{cc: cc}
-	go func() {
-		select {
-		case <-ctx.Done():
-			cc.Stop()
-		case <-cc.Closed():
-		}
-	}()
-	return s, nil
+	s.cc = cc
+	return nil
 }
 
-func (b *Broker) deliverReport(m jetstream.Msg, h ReportHandler) {
+// deliver hands one delivery to the handler, unless it comes after a lost
+// one: then it starts the subscription over.
+func (s *Subscription) deliver(m jetstream.Msg, a *acks) {
+	b := s.b
+	if b.hookDeliver != nil && !b.hookDeliver(m) {
+		return // lost on the way, for a test
+	}
+	md, err := m.Metadata()
+	if err != nil {
+		b.log.Error("broker: report without delivery metadata", "subject", m.Subject(), "err", err)
+		return // unacked: comes again after the ack wait
+	}
+	idx, ok := a.add(m, md.Sequence.Stream, md.Sequence.Consumer)
+	if !ok {
+		if a.startOver() {
+			b.log.Warn("broker: a report delivery was lost; consuming again from the last ack",
+				"consumer_seq", md.Sequence.Consumer)
+			go s.restart()
+		}
+		return
+	}
+	ack := func() { a.done(idx) }
 	device, err := reportDevice(m.Subject())
 	if err != nil {
 		// Cannot happen for what the consumer's filter lets through;
-		// drop it for good rather than loop on it.
+		// passed over for good rather than looped on.
 		b.log.Error("broker: report on an unexpected subject", "subject", m.Subject(), "err", err)
-		_ = m.Term()
+		ack()
 		return
 	}
 	b.stats.reportsDelivered.Add(1)
-	h(device, m.Data(), func() {
-		if err := m.Ack(); err != nil {
-			b.log.Warn("broker: ack report", "device", device, "err", err)
+	s.h(device, m.Data(), ack)
+}
+
+// restart starts the subscription over after a lost delivery, retrying
+// until it succeeds or the subscription ends.
+func (s *Subscription) restart() {
+	for attempt := 1; ; attempt++ {
+		s.mu.Lock()
+		if s.stopped || s.ctx.Err() != nil {
+			s.mu.Unlock()
 			return
 		}
-		b.stats.reportsAcked.Add(1)
-	})
+		s.cc.Stop()
+		<-s.cc.Closed()
+		err := s.consume(s.ctx)
+		s.mu.Unlock()
+		if err == nil {
+			return
+		}
+		s.b.log.Error("broker: consume reports again", "attempt", attempt, "err", err)
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-s.b.baseCtx.Done():
+			return
+		case <-time.After(min(time.Duration(attempt)*100*time.Millisecond, 5*time.Second)):
+		}
+	}
 }
 
 // reportDevice returns the device id of a stored report's subject,
