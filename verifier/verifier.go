@@ -7,8 +7,10 @@
 package verifier
 
 import (
+	"bytes"
 	"errors"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/cardbind/cardbind/protocol"
@@ -102,6 +104,26 @@ type Card struct {
 	// Version increases with every write; Store.Commit refuses a write
 	// whose expected version is stale (ErrConflict).
 	Version uint64 `json:"version"`
+}
+
+// Clone returns a deep copy of c: changing either never changes the
+// other.
+func (c *Card) Clone() *Card {
+	cp := *c
+	if c.Binding != nil {
+		b := *c.Binding
+		b.IMEIs = slices.Clone(c.Binding.IMEIs)
+		if c.Binding.Area != nil {
+			a := *c.Binding.Area
+			b.Area = &a
+		}
+		cp.Binding = &b
+	}
+	if c.Status.LastLocation != nil {
+		l := *c.Status.LastLocation
+		cp.Status.LastLocation = &l
+	}
+	return &cp
 }
 
 // CardStatus is the mutable per-card state the engine keeps.
@@ -248,6 +270,15 @@ type Device struct {
 	Enrolled time.Time     `json:"enrolled"`
 	// Version guards concurrent writes like Card.Version.
 	Version uint64 `json:"version"`
+}
+
+// Clone returns a deep copy of d: changing either never changes the
+// other.
+func (d *Device) Clone() *Device {
+	cp := *d
+	cp.PublicKey = bytes.Clone(d.PublicKey)
+	cp.SecretHash = bytes.Clone(d.SecretHash)
+	return &cp
 }
 
 // Commit is one atomic write: a card's new state (with its binding), the

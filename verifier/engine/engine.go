@@ -7,7 +7,6 @@
 package engine
 
 import (
-	"slices"
 	"time"
 
 	"github.com/cardbind/cardbind/protocol"
@@ -42,7 +41,7 @@ func Decide(card *verifier.Card, obs verifier.Observation, now time.Time) Outcom
 	if card == nil {
 		return Outcome{Decision: protocol.DecisionUnknownCard, Detail: "card is not in the inventory"}
 	}
-	c := clone(card)
+	c := card.Clone()
 	o := Outcome{Card: c, From: c.Status.State}
 	if c.Status.State == "" {
 		c.Status.State = initialState(c.Binding)
@@ -72,7 +71,7 @@ func Decide(card *verifier.Card, obs verifier.Observation, now time.Time) Outcom
 // returns an unchanged outcome when the card is not in grace or its grace
 // has not ended.
 func Expire(card *verifier.Card, now time.Time) Outcome {
-	c := clone(card)
+	c := card.Clone()
 	o := Outcome{Card: c, From: c.Status.State, Decision: c.Status.Reason}
 	if c.Status.State != protocol.CardGrace || now.Before(c.Status.GraceUntil) {
 		return o
@@ -309,22 +308,4 @@ func actor(obs verifier.Observation) string {
 		return obs.Actor
 	}
 	return "an operator"
-}
-
-func clone(c *verifier.Card) *verifier.Card {
-	cp := *c
-	if c.Binding != nil {
-		b := *c.Binding
-		b.IMEIs = slices.Clone(c.Binding.IMEIs)
-		if c.Binding.Area != nil {
-			a := *c.Binding.Area
-			b.Area = &a
-		}
-		cp.Binding = &b
-	}
-	if c.Status.LastLocation != nil {
-		l := *c.Status.LastLocation
-		cp.Status.LastLocation = &l
-	}
-	return &cp
 }

@@ -381,9 +381,10 @@ func getCopy(g getter, key []byte) ([]byte, error) {
 }
 
 // row returns the stored value of a card ('c') or device ('d'): from the
-// row cache when cached and it has it, else the pending one if a lazy
-// commit left one, else from Pebble. The value must not be modified.
-func (s *Store) row(prefix byte, id string, cached bool) ([]byte, error) {
+// row cache when cached and it has it, with its record if one was kept
+// (rowCache.keep), else the pending one if a lazy commit left one, else
+// from Pebble. Neither value nor record may be modified.
+func (s *Store) row(prefix byte, id string, cached bool) ([]byte, any, error) {
 	// The key is built on the stack for the cache, and copied for
 	// Pebble only when the cache misses.
 	var buf [48]byte
@@ -394,9 +395,9 @@ func (s *Store) row(prefix byte, id string, cached bool) ([]byte, error) {
 	// a lazy commit replaced meanwhile (it marks its rows in the cache
 	// before it puts them in pending).
 	if cached {
-		v, g, ok := s.rowCache.get(stackKey)
+		e, g, ok := s.rowCache.get(stackKey)
 		if ok {
-			return v, nil
+			return e.v, e.rec, nil
 		}
 		gen = g
 	}
@@ -404,42 +405,62 @@ func (s *Store) row(prefix byte, id string, cached bool) ([]byte, error) {
 		s.hookRowLookups(stackKey)
 	}
 	if v, ok := s.pending.get(stackKey); ok {
-		return v, nil
+		return v, nil, nil
 	}
 	key := append([]byte{prefix}, id...)
 	v, closer, err := s.db.Get(key)
 	if errors.Is(err, pdb.ErrNotFound) {
-		return nil, verifier.ErrNotFound
+		return nil, nil, verifier.ErrNotFound
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	v = bytes.Clone(v)
 	_ = closer.Close()
 	if cached {
 		s.rowCache.fill(key, v, gen)
 	}
-	return v, nil
+	return v, nil, nil
 }
 
-// readCard reads a card through the row cache.
-func (s *Store) readCard(iccid protocol.ICCID) (*verifier.Card, error) {
-	return s.readCardVia(iccid, true)
+// keepRecord hands the row cache the record decoded from v, the value
+// row returned for the key, to keep with it while it is cached.
+func (s *Store) keepRecord(prefix byte, id string, v []byte, rec any) {
+	var buf [48]byte
+	s.rowCache.keep(append(append(buf[:0], prefix), id...), v, rec)
 }
 
-func (s *Store) readCardVia(iccid protocol.ICCID, cached bool) (*verifier.Card, error) {
-	v, err := s.row('c', string(iccid), cached)
+// card returns the stored card. Read through the row cache (cached), it
+// is the cache's record, shared: the caller must not modify it (readCard
+// hands out a copy).
+func (s *Store) card(iccid protocol.ICCID, cached bool) (*verifier.Card, error) {
+	v, rec, err := s.row('c', string(iccid), cached)
 	if err != nil {
 		if !errors.Is(err, verifier.ErrNotFound) {
 			err = fmt.Errorf("pebble: get card %s: %w", iccid, err)
 		}
 		return nil, err
 	}
+	if c, ok := rec.(*verifier.Card); ok {
+		return c, nil
+	}
 	c, err := decodeCard(iccid, v)
 	if err != nil {
 		return nil, fmt.Errorf("pebble: %w", err)
 	}
+	if cached {
+		s.keepRecord('c', string(iccid), v, c)
+	}
 	return c, nil
+}
+
+// readCard reads a card through the row cache.
+func (s *Store) readCard(iccid protocol.ICCID) (*verifier.Card, error) {
+	c, err := s.card(iccid, true)
+	if err != nil {
+		return nil, err
+	}
+	return c.Clone(), nil
 }
 
 // readCardUncached reads a card from Pebble, neither looking in the row
@@ -448,7 +469,7 @@ func (s *Store) readCardVia(iccid protocol.ICCID, cached bool) (*verifier.Card, 
 // RADIUS stream), which would only push the rows reports use out of
 // the cache and pay for filling it.
 func (s *Store) readCardUncached(iccid protocol.ICCID) (*verifier.Card, error) {
-	return s.readCardVia(iccid, false)
+	return s.card(iccid, false)
 }
 
 // Card returns the card with this ICCID.
@@ -632,16 +653,31 @@ func (s *Store) Device(ctx context.Context, id string) (*verifier.Device, error)
 }
 
 func (s *Store) readDevice(id string) (*verifier.Device, error) {
-	v, err := s.row('d', id, true)
+	d, err := s.device(id)
+	if err != nil {
+		return nil, err
+	}
+	return d.Clone(), nil
+}
+
+// device returns the stored device, read through the row cache: the
+// cache's record, shared, which the caller must not modify (readDevice
+// hands out a copy).
+func (s *Store) device(id string) (*verifier.Device, error) {
+	v, rec, err := s.row('d', id, true)
 	if err != nil {
 		if !errors.Is(err, verifier.ErrNotFound) {
 			err = fmt.Errorf("pebble: get device %s: %w", id, err)
 		}
 		return nil, err
 	}
+	if d, ok := rec.(*verifier.Device); ok {
+		return d, nil
+	}
 	d, err := decodeDevice(id, v)
 	if err != nil {
 		return nil, fmt.Errorf("pebble: %w", err)
 	}
+	s.keepRecord('d', id, v, d)
 	return d, nil
 }

@@ -4,7 +4,9 @@ package pebble
 // or written, so that the five reads one report makes of its device and
 // its card (to check the signature, to decide, then the version checks
 // of the write) cost one Pebble Get of each, not five, unless a write to
-// another row of the same shard or an eviction comes in between.
+// another row of the same shard or an eviction comes in between. Each
+// value also keeps its record once decoded, so that those reads decode
+// it once, or not at all when the write that stored it left its record.
 
 import (
 	"hash/maphash"
@@ -30,8 +32,9 @@ const rowCacheShards = 64
 // if no write came to its shard in between (the shard's generation), so
 // a value read before a write never hides the write.
 //
-// Values are never modified once in the cache: callers decode them into
-// new records and never keep or change the bytes.
+// Values and records are never modified once in the cache: callers
+// never keep or change the bytes, and copy a record (Clone) before they
+// hand it out of the store.
 type rowCache struct {
 	seed   maphash.Seed
 	max    int // entries per shard
@@ -41,8 +44,16 @@ type rowCache struct {
 type rowShard struct {
 	mu      sync.Mutex
 	gen     uint64 // counts the writes that reached the shard
-	m       map[string][]byte
+	m       map[string]rowEntry
 	writing map[string]int // rows between begin and written or forget
+}
+
+// rowEntry is a cached value and, once a read decoded it (keep) or the
+// write that stored it gave it, its record: a *verifier.Card or a
+// *verifier.Device, shared by every reader.
+type rowEntry struct {
+	v   []byte
+	rec any
 }
 
 // newRowCache returns a cache of about n entries (n > 0), at least one
@@ -50,7 +61,7 @@ type rowShard struct {
 func newRowCache(n int) *rowCache {
 	c := &rowCache{seed: maphash.MakeSeed(), max: max(1, n/rowCacheShards)}
 	for i := range c.shards {
-		c.shards[i].m = make(map[string][]byte)
+		c.shards[i].m = make(map[string]rowEntry)
 		c.shards[i].writing = make(map[string]int)
 	}
 	return c
@@ -66,13 +77,26 @@ func (c *rowCache) shardOf(key string) *rowShard {
 
 // get returns the cached value under key, or ok false and the shard's
 // generation, to hand to fill with what Pebble holds.
-func (c *rowCache) get(key []byte) (v []byte, gen uint64, ok bool) {
+func (c *rowCache) get(key []byte) (e rowEntry, gen uint64, ok bool) {
 	sh := c.shard(key)
 	sh.mu.Lock()
-	v, ok = sh.m[string(key)]
+	e, ok = sh.m[string(key)]
 	gen = sh.gen
 	sh.mu.Unlock()
-	return v, gen, ok // a row being written is not in m
+	return e, gen, ok // a row being written is not in m
+}
+
+// keep attaches rec, decoded from v, to the entry under key if that
+// entry still holds v itself (the same bytes, not an equal copy: a
+// value replaced since, even by an equal one, has its own record).
+func (c *rowCache) keep(key, v []byte, rec any) {
+	sh := c.shard(key)
+	sh.mu.Lock()
+	if e, ok := sh.m[string(key)]; ok && e.rec == nil && len(e.v) == len(v) && len(v) > 0 && &e.v[0] == &v[0] {
+		e.rec = rec
+		sh.m[string(key)] = e
+	}
+	sh.mu.Unlock()
 }
 
 // fill caches v, read from Pebble after a get that returned gen, unless
@@ -81,7 +105,7 @@ func (c *rowCache) fill(key, v []byte, gen uint64) {
 	sh := c.shard(key)
 	sh.mu.Lock()
 	if sh.gen == gen && sh.writing[string(key)] == 0 {
-		sh.put(string(key), v, c.max)
+		sh.put(string(key), rowEntry{v: v}, c.max)
 	}
 	sh.mu.Unlock()
 }
@@ -122,7 +146,7 @@ func (c *rowCache) end(rows []rowValue, put bool) {
 		sh.gen++
 		sh.done(r.key)
 		if put {
-			sh.put(r.key, r.value, c.max)
+			sh.put(r.key, rowEntry{v: r.value, rec: r.rec}, c.max)
 		} else {
 			delete(sh.m, r.key)
 		}
@@ -150,22 +174,25 @@ func (sh *rowShard) done(key string) {
 	}
 }
 
-// put stores v under key, first dropping an entry when the shard is
+// put stores e under key, first dropping an entry when the shard is
 // full: whichever the map's iteration gives first, which is random (a
 // hit does not keep an entry in).
-func (sh *rowShard) put(key string, v []byte, max int) {
+func (sh *rowShard) put(key string, e rowEntry, max int) {
 	if _, ok := sh.m[key]; !ok && len(sh.m) >= max {
 		for k := range sh.m {
 			delete(sh.m, k)
 			break
 		}
 	}
-	sh.m[key] = v
+	sh.m[key] = e
 }
 
 // rowValue is a card or device value a batch stores, under its key (as
-// a string: the form the cache's maps keep).
+// a string: the form the cache's maps keep), and its record when the
+// writer has it (nil: decoded by the first read that wants it). The
+// record is the cache's: the writer neither keeps nor changes it.
 type rowValue struct {
 	key   string
 	value []byte
+	rec   any
 }

@@ -1,10 +1,13 @@
 package pebble
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"testing"
+	"time"
 
 	pdb "github.com/cockroachdb/pebble/v2"
 
@@ -25,73 +28,130 @@ func TestRowCache(t *testing.T) {
 			c.fill(key, []byte("v1"), gen)
 		}, "v1"},
 		{"written", func(c *rowCache) {
-			c.written([]rowValue{{string(key), []byte("v2")}})
+			c.written([]rowValue{{key: string(key), value: []byte("v2")}})
 		}, "v2"},
 		{"a fill from before a write is refused", func(c *rowCache) {
 			_, gen, _ := c.get(key)
-			c.written([]rowValue{{string(key), []byte("v2")}})
+			c.written([]rowValue{{key: string(key), value: []byte("v2")}})
 			c.fill(key, []byte("v1"), gen)
 		}, "v2"},
 		{"a fill from before a write of another key of the shard is refused", func(c *rowCache) {
 			_, gen, _ := c.get(key)
-			c.written([]rowValue{{string(sameShard(c, key)), []byte("other")}})
+			c.written([]rowValue{{key: string(sameShard(c, key)), value: []byte("other")}})
 			c.fill(key, []byte("v1"), gen)
 		}, ""},
 		{"a fill from before a failed write is refused", func(c *rowCache) {
 			_, gen, _ := c.get(key)
-			c.forget([]rowValue{{string(key), nil}})
+			c.forget([]rowValue{{key: string(key), value: nil}})
 			c.fill(key, []byte("v1"), gen)
 		}, ""},
 		{"a failed write forgets the value", func(c *rowCache) {
-			c.written([]rowValue{{string(key), []byte("v2")}})
-			c.forget([]rowValue{{string(key), []byte("v3")}})
+			c.written([]rowValue{{key: string(key), value: []byte("v2")}})
+			c.forget([]rowValue{{key: string(key), value: []byte("v3")}})
 		}, ""},
 		{"a row being written misses", func(c *rowCache) {
-			c.written([]rowValue{{string(key), []byte("v1")}})
-			c.begin([]rowValue{{string(key), []byte("v2")}})
+			c.written([]rowValue{{key: string(key), value: []byte("v1")}})
+			c.begin([]rowValue{{key: string(key), value: []byte("v2")}})
 		}, ""},
 		{"a fill during a write is refused", func(c *rowCache) {
-			c.begin([]rowValue{{string(key), []byte("v2")}})
+			c.begin([]rowValue{{key: string(key), value: []byte("v2")}})
 			_, gen, _ := c.get(key)
 			c.fill(key, []byte("v1"), gen)
 		}, ""},
 		{"a fill after a write is taken", func(c *rowCache) {
-			c.begin([]rowValue{{string(key), []byte("v2")}})
-			c.written([]rowValue{{string(key), []byte("v2")}})
+			c.begin([]rowValue{{key: string(key), value: []byte("v2")}})
+			c.written([]rowValue{{key: string(key), value: []byte("v2")}})
 			_, gen, _ := c.get(sameShard(c, key))
 			c.fill(key, []byte("v2 read"), gen)
 		}, "v2 read"},
 		{"a fill after a failed write is taken", func(c *rowCache) {
-			c.begin([]rowValue{{string(key), []byte("v2")}})
-			c.forget([]rowValue{{string(key), []byte("v2")}})
+			c.begin([]rowValue{{key: string(key), value: []byte("v2")}})
+			c.forget([]rowValue{{key: string(key), value: []byte("v2")}})
 			_, gen, _ := c.get(key)
 			c.fill(key, []byte("v1"), gen)
 		}, "v1"},
 		{"a bulk write is not kept", func(c *rowCache) {
-			c.written([]rowValue{{string(key), []byte("v1")}})
-			rows := []rowValue{{string(key), []byte("v2")}}
+			c.written([]rowValue{{key: string(key), value: []byte("v1")}})
+			rows := []rowValue{{key: string(key), value: []byte("v2")}}
 			for i := range maxPutRows {
-				rows = append(rows, rowValue{fmt.Sprint("c", i), []byte("x")})
+				rows = append(rows, rowValue{key: fmt.Sprint("c", i), value: []byte("x")})
 			}
 			c.begin(rows)
 			c.written(rows)
 		}, ""},
 		{"cleared", func(c *rowCache) {
-			c.written([]rowValue{{string(key), []byte("v1")}})
+			c.written([]rowValue{{key: string(key), value: []byte("v1")}})
 			c.clear()
 		}, ""},
 		{"rewritten", func(c *rowCache) {
-			c.written([]rowValue{{string(key), []byte("v2")}})
-			c.written([]rowValue{{string(key), []byte("v3")}})
+			c.written([]rowValue{{key: string(key), value: []byte("v2")}})
+			c.written([]rowValue{{key: string(key), value: []byte("v3")}})
 		}, "v3"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := newRowCache(1024)
 			tt.run(c)
-			v, _, ok := c.get(key)
-			if got := string(v); ok != (tt.want != "") || got != tt.want {
+			e, _, ok := c.get(key)
+			if got := string(e.v); ok != (tt.want != "") || got != tt.want {
 				t.Errorf("get = %q, %v; want %q", got, ok, tt.want)
+			}
+		})
+	}
+}
+
+// TestRowCacheRecords: a record stays with the very value it was decoded
+// from, never with another, equal or not.
+func TestRowCacheRecords(t *testing.T) {
+	key := []byte("dgw-1")
+	tests := []struct {
+		name string
+		run  func(c *rowCache) // then get(key) must give the record want
+		want any               // nil for none
+	}{
+		{"written without one", func(c *rowCache) {
+			c.written([]rowValue{{key: string(key), value: []byte("v1")}})
+		}, nil},
+		{"written with one", func(c *rowCache) {
+			c.written([]rowValue{{key: string(key), value: []byte("v1"), rec: "r1"}})
+		}, "r1"},
+		{"kept after a read", func(c *rowCache) {
+			c.written([]rowValue{{key: string(key), value: []byte("v1")}})
+			e, _, _ := c.get(key)
+			c.keep(key, e.v, "r1")
+		}, "r1"},
+		{"kept after a fill", func(c *rowCache) {
+			_, gen, _ := c.get(key)
+			v := []byte("v1")
+			c.fill(key, v, gen)
+			c.keep(key, v, "r1")
+		}, "r1"},
+		{"not kept for an equal copy", func(c *rowCache) {
+			c.written([]rowValue{{key: string(key), value: []byte("v1")}})
+			c.keep(key, []byte("v1"), "r1")
+		}, nil},
+		{"not kept for a value replaced since", func(c *rowCache) {
+			c.written([]rowValue{{key: string(key), value: []byte("v1")}})
+			e, _, _ := c.get(key)
+			c.written([]rowValue{{key: string(key), value: []byte("v2")}})
+			c.keep(key, e.v, "r1")
+		}, nil},
+		{"a write replaces the record", func(c *rowCache) {
+			c.written([]rowValue{{key: string(key), value: []byte("v1"), rec: "r1"}})
+			c.written([]rowValue{{key: string(key), value: []byte("v2")}})
+		}, nil},
+		{"the first record kept stays", func(c *rowCache) {
+			c.written([]rowValue{{key: string(key), value: []byte("v1"), rec: "r1"}})
+			e, _, _ := c.get(key)
+			c.keep(key, e.v, "r2")
+		}, "r1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newRowCache(1024)
+			tt.run(c)
+			if e, _, _ := c.get(key); e.rec != tt.want {
+				t.Errorf("record %v, want %v", e.rec, tt.want)
 			}
 		})
 	}
@@ -113,9 +173,9 @@ func TestRowCacheBounded(t *testing.T) {
 	c := newRowCache(4 * rowCacheShards)
 	for i := range 10_000 {
 		k := fmt.Appendf(nil, "c%d", i)
-		c.written([]rowValue{{string(k), k}})
-		if v, _, ok := c.get(k); !ok || string(v) != string(k) {
-			t.Fatalf("%s: just written, get = %q, %v", k, v, ok)
+		c.written([]rowValue{{key: string(k), value: k}})
+		if e, _, ok := c.get(k); !ok || string(e.v) != string(k) {
+			t.Fatalf("%s: just written, get = %q, %v", k, e.v, ok)
 		}
 	}
 	for i := range c.shards {
@@ -179,7 +239,7 @@ func checkReadsFollowWrites(t *testing.T, s *Store, commit func(n int, c *verifi
 	}
 	// readPast reads them past the row cache, as FindCard does.
 	readPast := func(i int) (*verifier.Device, *verifier.Card, error) {
-		v, err := s.row('d', device(i), false)
+		v, _, err := s.row('d', device(i), false)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -319,4 +379,60 @@ func TestRowCacheMarksEndOnPanic(t *testing.T) {
 			t.Fatalf("shard %d: %d rows still marked after the commit panicked", i, n)
 		}
 	}
+}
+
+// TestReadsAreCopies: the row cache keeps decoded records and shares them
+// between its reads, so what a read hands out, and what a writer passed
+// in, must be copies: changing them changes nothing stored.
+func TestReadsAreCopies(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	card := &verifier.Card{ICCID: "8986031864022000001", Tenant: "acme",
+		Binding: &verifier.Binding{IMEIs: []protocol.IMEI{"356938035643809"}, Area: &verifier.Area{Lat: 1, Lon: 2, RadiusM: 3}},
+		Status:  verifier.CardStatus{State: protocol.CardActive, LastLocation: &protocol.Location{Lat: 4, Lon: 5}}}
+	dev := &verifier.Device{ID: "gw-1", Tenant: "acme", PublicKey: []byte("0123456789abcdef0123456789abcdef"), SecretHash: []byte("hash")}
+	if err := s.Commit(ctx, &verifier.Commit{Card: card, Device: dev}); err != nil {
+		t.Fatal(err)
+	}
+	wantCard, wantDev := card.Clone(), dev.Clone()
+	wantCard.Version, wantDev.Version = 1, 1
+	spoil := func(c *verifier.Card, d *verifier.Device) {
+		c.Tenant = "other"
+		c.Binding.IMEIs[0] = "000000000000000"
+		c.Binding.Area.Lat = 9
+		c.Status.LastLocation.Lat = 9
+		d.PublicKey[0] = 'X'
+		d.SecretHash[0] = 'X'
+	}
+	check := func(step string) {
+		t.Helper()
+		for range 2 { // the first read may decode, the second takes the cached record
+			c, err := s.Card(ctx, card.ICCID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := s.Device(ctx, dev.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(c, wantCard) || !reflect.DeepEqual(d, wantDev) {
+				t.Fatalf("%s: read %+v %+v, want %+v %+v", step, c, d, wantCard, wantDev)
+			}
+			spoil(c, d)
+		}
+	}
+	check("after a commit")
+
+	// A quiet lazy commit leaves its records in the cache.
+	c, _ := s.Card(ctx, card.ICCID)
+	d, _ := s.Device(ctx, dev.ID)
+	c.Status.LastSeen = time.Unix(100, 0).UTC()
+	d.LastSeq = 7
+	if err := s.CommitLazy(ctx, &verifier.Commit{Card: c, Device: d}); err != nil {
+		t.Fatal(err)
+	}
+	wantCard.Status.LastSeen, wantCard.Version = c.Status.LastSeen, 2
+	wantDev.LastSeq, wantDev.Version = 7, 2
+	spoil(c, d)
+	check("after a lazy commit")
 }

@@ -169,14 +169,14 @@ func (s *Store) commitQuiet(ctx context.Context, c *verifier.Commit) (bool, erro
 		if w.old == nil || graceUntil(w.old) != graceUntil(w.next) {
 			return false, nil
 		}
-		rows = append(rows, rowValue{key: string(cardKey(w.next.ICCID)), value: encodeCard(w.next)})
+		rows = append(rows, rowValue{key: string(cardKey(w.next.ICCID)), value: encodeCard(w.next), rec: w.next.Clone()})
 	}
 	if c.Device != nil {
 		next, err := s.checkDevice(c.Device)
 		if err != nil {
 			return true, err
 		}
-		rows = append(rows, rowValue{key: string(deviceKey(next.ID)), value: encodeDevice(next)})
+		rows = append(rows, rowValue{key: string(deviceKey(next.ID)), value: encodeDevice(next), rec: next.Clone()})
 	}
 	// Mark the rows in the cache before they show in pending: once a
 	// reader has seen them there, a flush may take them out of pending,
@@ -390,7 +390,7 @@ func (s *Store) checkCards(ctx context.Context, cs []*verifier.Commit) ([]cardWr
 	case 0:
 		return nil, nil
 	case 1:
-		old, err := s.readCard(cards[0].ICCID)
+		old, err := s.card(cards[0].ICCID, true) // read only
 		if err != nil && !errors.Is(err, verifier.ErrNotFound) {
 			return nil, err
 		}
@@ -453,7 +453,7 @@ func (s *Store) putDevice(b *pdb.Batch, d *verifier.Device, fx *effects) error {
 // checkDevice checks a commit's device against the stored one and
 // returns the device to store, its version moved on.
 func (s *Store) checkDevice(d *verifier.Device) (*verifier.Device, error) {
-	old, err := s.readDevice(d.ID)
+	old, err := s.device(d.ID) // read only
 	switch {
 	case errors.Is(err, verifier.ErrNotFound):
 		if d.Version != 0 {
