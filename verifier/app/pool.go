@@ -239,10 +239,13 @@ func (s *syncer) add(ack func()) {
 
 // run makes rounds until stop is closed, then a last one, which retries
 // a failing sync for at most lastRoundWait. When ctx ends first, what is
-// not yet synced stays unacknowledged, to be delivered again.
+// not yet synced stays unacknowledged, to be delivered again. Rounds
+// start at most every syncEvery.
 func (s *syncer) run(ctx context.Context, stop <-chan struct{}) {
 	defer close(s.done)
 	var acks []func()
+	pause := time.NewTimer(syncEvery)
+	pause.Stop()
 	for {
 		select {
 		case <-s.wake:
@@ -252,9 +255,27 @@ func (s *syncer) run(ctx context.Context, stop <-chan struct{}) {
 			s.round(last, acks)
 			return
 		}
+		start := time.Now()
 		acks = s.round(ctx, acks)
+		if d := syncEvery - time.Since(start); d > 0 {
+			pause.Reset(d)
+			select {
+			case <-pause.C:
+			case <-stop:
+				pause.Stop()
+			}
+		}
 	}
 }
+
+// syncEvery paces the sync rounds. Back to back, under load, a round
+// covered what came during the previous one's fdatasync (about 2.6 ms
+// on the bench machine, some 40 reports), and the fdatasyncs took 3 to
+// 4 µs of CPU a report; paced, a round covers more reports for the same
+// sync. It delays acks to the broker (which only free its stream), not
+// decisions: a report that blocks, resumes, alerts or writes history is
+// synced by its worker at once.
+const syncEvery = 10 * time.Millisecond
 
 // lastRoundWait bounds the retries of the syncer's last round, so that a
 // store that cannot sync does not hold the verifier's stop for ever.

@@ -326,3 +326,29 @@ func TestGather(t *testing.T) {
 		})
 	}
 }
+
+// TestSyncerPacesRounds: acks handed over continuously are synced in
+// rounds at most every syncEvery, each acked after its round.
+func TestSyncerPacesRounds(t *testing.T) {
+	store, _ := enrolledStore(t, 1)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var rounds atomic.Int64
+	s := newSyncer(ingest.New(store, log, time.Now), log, func(int, time.Duration) { rounds.Add(1) })
+	stop := make(chan struct{})
+	go s.run(context.Background(), stop)
+	const span = 200 * time.Millisecond
+	var acked atomic.Int64
+	n := int64(0)
+	for start := time.Now(); time.Since(start) < span; n++ {
+		s.add(func() { acked.Add(1) })
+		time.Sleep(100 * time.Microsecond)
+	}
+	close(stop)
+	<-s.done
+	if acked.Load() != n {
+		t.Errorf("acked %d of %d", acked.Load(), n)
+	}
+	if most := int64(span/syncEvery) + 2; rounds.Load() > most || rounds.Load() < 2 {
+		t.Errorf("%d acks in %d sync rounds over %v; want 2 to %d rounds", n, rounds.Load(), span, most)
+	}
+}
