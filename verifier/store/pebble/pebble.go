@@ -381,10 +381,10 @@ func getCopy(g getter, key []byte) ([]byte, error) {
 }
 
 // row returns the stored value of a card ('c') or device ('d'): from the
-// row cache when cached and it has it, with its record if one was kept
-// (rowCache.keep), else the pending one if a lazy commit left one, else
-// from Pebble. Neither value nor record may be modified.
-func (s *Store) row(prefix byte, id string, cached bool) ([]byte, any, error) {
+// row cache when cached and it has it (hit), with its record if one was
+// kept (rowCache.keep), else the pending one if a lazy commit left one,
+// else from Pebble. Neither value nor record may be modified.
+func (s *Store) row(prefix byte, id string, cached bool) (v []byte, rec any, hit bool, err error) {
 	// The key is built on the stack for the cache, and copied for
 	// Pebble only when the cache misses.
 	var buf [48]byte
@@ -397,7 +397,7 @@ func (s *Store) row(prefix byte, id string, cached bool) ([]byte, any, error) {
 	if cached {
 		e, g, ok := s.rowCache.get(stackKey)
 		if ok {
-			return e.v, e.rec, nil
+			return e.v, e.rec, true, nil
 		}
 		gen = g
 	}
@@ -405,22 +405,22 @@ func (s *Store) row(prefix byte, id string, cached bool) ([]byte, any, error) {
 		s.hookRowLookups(stackKey)
 	}
 	if v, ok := s.pending.get(stackKey); ok {
-		return v, nil, nil
+		return v, nil, false, nil
 	}
 	key := append([]byte{prefix}, id...)
 	v, closer, err := s.db.Get(key)
 	if errors.Is(err, pdb.ErrNotFound) {
-		return nil, nil, verifier.ErrNotFound
+		return nil, nil, false, verifier.ErrNotFound
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	v = bytes.Clone(v)
 	_ = closer.Close()
 	if cached {
 		s.rowCache.fill(key, v, gen)
 	}
-	return v, nil, nil
+	return v, nil, false, nil
 }
 
 // keepRecord hands the row cache the record decoded from v, the value
@@ -430,37 +430,38 @@ func (s *Store) keepRecord(prefix byte, id string, v []byte, rec any) {
 	s.rowCache.keep(append(append(buf[:0], prefix), id...), v, rec)
 }
 
-// card returns the stored card. Read through the row cache (cached), it
-// is the cache's record, shared: the caller must not modify it (readCard
-// hands out a copy).
-func (s *Store) card(iccid protocol.ICCID, cached bool) (*verifier.Card, error) {
-	v, rec, err := s.row('c', string(iccid), cached)
+// card returns the stored card, read through the row cache when cached.
+// When shared, it is the cache's record, which the caller must not
+// modify (readCard hands out a copy). A value found in the cache keeps
+// the record decoded from it; one read from Pebble does not, so that
+// reads of cards read once (at random among millions) pay for no copy.
+func (s *Store) card(iccid protocol.ICCID, cached bool) (c *verifier.Card, shared bool, err error) {
+	v, rec, hit, err := s.row('c', string(iccid), cached)
 	if err != nil {
 		if !errors.Is(err, verifier.ErrNotFound) {
 			err = fmt.Errorf("pebble: get card %s: %w", iccid, err)
 		}
-		return nil, err
+		return nil, false, err
 	}
 	if c, ok := rec.(*verifier.Card); ok {
-		return c, nil
+		return c, true, nil
 	}
-	c, err := decodeCard(iccid, v)
-	if err != nil {
-		return nil, fmt.Errorf("pebble: %w", err)
+	if c, err = decodeCard(iccid, v); err != nil {
+		return nil, false, fmt.Errorf("pebble: %w", err)
 	}
-	if cached {
+	if hit {
 		s.keepRecord('c', string(iccid), v, c)
 	}
-	return c, nil
+	return c, hit, nil
 }
 
 // readCard reads a card through the row cache.
 func (s *Store) readCard(iccid protocol.ICCID) (*verifier.Card, error) {
-	c, err := s.card(iccid, true)
-	if err != nil {
-		return nil, err
+	c, shared, err := s.card(iccid, true)
+	if shared {
+		c = c.Clone()
 	}
-	return c.Clone(), nil
+	return c, err
 }
 
 // readCardUncached reads a card from Pebble, neither looking in the row
@@ -469,7 +470,8 @@ func (s *Store) readCard(iccid protocol.ICCID) (*verifier.Card, error) {
 // RADIUS stream), which would only push the rows reports use out of
 // the cache and pay for filling it.
 func (s *Store) readCardUncached(iccid protocol.ICCID) (*verifier.Card, error) {
-	return s.card(iccid, false)
+	c, _, err := s.card(iccid, false) // never shared
+	return c, err
 }
 
 // Card returns the card with this ICCID.
@@ -653,31 +655,32 @@ func (s *Store) Device(ctx context.Context, id string) (*verifier.Device, error)
 }
 
 func (s *Store) readDevice(id string) (*verifier.Device, error) {
-	d, err := s.device(id)
-	if err != nil {
-		return nil, err
+	d, shared, err := s.device(id)
+	if shared {
+		d = d.Clone()
 	}
-	return d.Clone(), nil
+	return d, err
 }
 
-// device returns the stored device, read through the row cache: the
-// cache's record, shared, which the caller must not modify (readDevice
-// hands out a copy).
-func (s *Store) device(id string) (*verifier.Device, error) {
-	v, rec, err := s.row('d', id, true)
+// device returns the stored device, read through the row cache; when
+// shared, it is the cache's record, which the caller must not modify
+// (readDevice hands out a copy). See card.
+func (s *Store) device(id string) (d *verifier.Device, shared bool, err error) {
+	v, rec, hit, err := s.row('d', id, true)
 	if err != nil {
 		if !errors.Is(err, verifier.ErrNotFound) {
 			err = fmt.Errorf("pebble: get device %s: %w", id, err)
 		}
-		return nil, err
+		return nil, false, err
 	}
 	if d, ok := rec.(*verifier.Device); ok {
-		return d, nil
+		return d, true, nil
 	}
-	d, err := decodeDevice(id, v)
-	if err != nil {
-		return nil, fmt.Errorf("pebble: %w", err)
+	if d, err = decodeDevice(id, v); err != nil {
+		return nil, false, fmt.Errorf("pebble: %w", err)
 	}
-	s.keepRecord('d', id, v, d)
-	return d, nil
+	if hit {
+		s.keepRecord('d', id, v, d)
+	}
+	return d, hit, nil
 }

@@ -239,7 +239,7 @@ func checkReadsFollowWrites(t *testing.T, s *Store, commit func(n int, c *verifi
 	}
 	// readPast reads them past the row cache, as FindCard does.
 	readPast := func(i int) (*verifier.Device, *verifier.Card, error) {
-		v, _, err := s.row('d', device(i), false)
+		v, _, _, err := s.row('d', device(i), false)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -390,7 +390,7 @@ func (s *Store) checkCards(ctx context.Context, cs []*verifier.Commit) ([]cardWr
 	case 0:
 		return nil, nil
 	case 1:
-		old, err := s.card(cards[0].ICCID, true) // read only
+		old, _, err := s.card(cards[0].ICCID, true) // read only
 		if err != nil && !errors.Is(err, verifier.ErrNotFound) {
 			return nil, err
 		}
@@ -453,7 +453,7 @@ func (s *Store) putDevice(b *pdb.Batch, d *verifier.Device, fx *effects) error {
 // checkDevice checks a commit's device against the stored one and
 // returns the device to store, its version moved on.
 func (s *Store) checkDevice(d *verifier.Device) (*verifier.Device, error) {
-	old, err := s.device(d.ID) // read only
+	old, _, err := s.device(d.ID) // read only
 	switch {
 	case errors.Is(err, verifier.ErrNotFound):
 		if d.Version != 0 {
