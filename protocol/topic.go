@@ -66,14 +66,17 @@ func ParseCommandTopic(topic string) (string, error) {
 }
 
 func parseDeviceTopic(topic, last string) (string, error) {
-	parts := strings.Split(topic, "/")
-	if len(parts) != 5 || parts[0] != "cardbind" || parts[1] != "v1" || parts[2] != "devices" || parts[4] != last {
+	id, ok := strings.CutPrefix(topic, topicRoot+"/devices/")
+	if ok {
+		id, ok = strings.CutSuffix(id, "/"+last)
+	}
+	if !ok || strings.Contains(id, "/") {
 		return "", fmt.Errorf("topic %q: want %s/devices/{device}/%s: %w", truncate(topic, 120), topicRoot, last, ErrInvalidMessage)
 	}
-	if !validID(parts[3]) {
+	if !validID(id) {
 		return "", fmt.Errorf("topic %q: device id is malformed: %w", truncate(topic, 120), ErrInvalidMessage)
 	}
-	return parts[3], nil
+	return id, nil
 }
 
 // ParseAlertTopic returns the tenant and alert type of an alert topic.

@@ -292,7 +292,25 @@ func reportDevice(subject string) (string, error) {
 	if !ok {
 		return "", fmt.Errorf("no %s prefix", mqttMsgsPrefix)
 	}
-	return protocol.ParseReportTopic(strings.ReplaceAll(rest, ".", "/"))
+	return reportSubjectDevice(rest)
+}
+
+// reportSubjectDevice returns the device id of a report's NATS subject,
+// "cardbind.v1.devices.<id>.report" (its MQTT topic with '/' as '.'),
+// without building the topic: it runs twice for every report.
+func reportSubjectDevice(subject string) (string, error) {
+	const prefix, suffix = "cardbind.v1.devices.", ".report"
+	id, ok := strings.CutPrefix(subject, prefix)
+	if ok {
+		id, ok = strings.CutSuffix(id, suffix)
+	}
+	if !ok {
+		return "", fmt.Errorf("subject %q is no report's", subject)
+	}
+	if err := protocol.ValidateID("device id", id); err != nil { // no '.' either
+		return "", fmt.Errorf("subject %q: %w", subject, err)
+	}
+	return id, nil
 }
 
 // PendingReports returns the payloads of a device's reports that the
@@ -377,7 +395,7 @@ func (b *Broker) WatchReports(w ReportWatcher) (stop func(), err error) {
 		return nil, fmt.Errorf("broker: watch reports: %w", ErrNotStarted)
 	}
 	sub, err := nc.Subscribe(reportFilterNATS, func(m *nats.Msg) {
-		device, err := protocol.ParseReportTopic(strings.ReplaceAll(m.Subject, ".", "/"))
+		device, err := reportSubjectDevice(m.Subject)
 		if err != nil {
 			return // the filter lets nothing else through
 		}

@@ -47,6 +47,10 @@ func TestReportDevice(t *testing.T) {
 		{"cardbind.v1.devices.d1.report", "", false},
 		{"$MQTT.msgs.cardbind.v1.devices.d1.command", "", false},
 		{"$MQTT.msgs.cardbind.v1.devices.d1.x.report", "", false},
+		{"$MQTT.msgs.cardbind.v1.devices..report", "", false},
+		{"$MQTT.msgs.cardbind.v1.devices.*.report", "", false},
+		{"$MQTT.msgs.cardbind.v2.devices.d1.report", "", false},
+		{"$MQTT.msgs.cardbind.v1.devices.d1.reports", "", false},
 	}
 	for _, tt := range tests {
 		got, err := reportDevice(tt.subject)
