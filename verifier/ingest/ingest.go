@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -265,7 +266,7 @@ func (in *Ingest) applyReport(ctx context.Context, r *protocol.Report, verifiedK
 		steps = append(steps, verifier.Observation{
 			Kind: verifier.ObservedIn, ICCID: r.ICCID, IMEI: r.IMEI, Source: protocol.SourceAgent,
 			Time: r.Time, DeviceID: r.DeviceID, Location: r.Location, Cell: r.Registration.Cell,
-			Ref: fmt.Sprintf("%s/%d", r.DeviceID, r.Seq),
+			Ref: reportRef(r),
 		})
 	}
 	flag := dev.IMEI != "" && r.IMEI != dev.IMEI && r.IMEI != dev.LastIMEI
@@ -300,6 +301,11 @@ func (in *Ingest) applyReport(ctx context.Context, r *protocol.Report, verifiedK
 	return nil
 }
 
+// reportRef names a report in its observations: "device/seq".
+func reportRef(r *protocol.Report) string {
+	return r.DeviceID + "/" + strconv.FormatUint(r.Seq, 10)
+}
+
 // separation returns the observation that the card the device last held
 // has left it, when the report shows the slot empty or another card, and
 // that card is bound to this device.
@@ -321,7 +327,7 @@ func (in *Ingest) separation(ctx context.Context, dev *verifier.Device, r *proto
 	}
 	return verifier.Observation{
 		Kind: verifier.ObservedSeparated, ICCID: prev, IMEI: imei, Source: protocol.SourceAgent,
-		Time: r.Time, DeviceID: r.DeviceID, Ref: fmt.Sprintf("%s/%d", r.DeviceID, r.Seq),
+		Time: r.Time, DeviceID: r.DeviceID, Ref: reportRef(r),
 	}, true
 }
 
