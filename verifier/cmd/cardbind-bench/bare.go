@@ -12,6 +12,7 @@ import (
 	"os"
 	"runtime/pprof"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -39,6 +40,7 @@ func bareBroker(ctx context.Context, args []string, stderr io.Writer) error {
 	mqttAddr := fs.String("mqtt", "127.0.0.1:1883", "MQTT listen address")
 	httpAddr := fs.String("http", "127.0.0.1:0", "HTTP listen address of GET /count")
 	profile := fs.String("cpuprofile", "", "CPU profile of the whole run to write")
+	ackAll := fs.Bool("ack-all", false, "ack with AckAll, once per 64 reports and every 10 ms, as the verifier acks in rounds (default: each report, explicitly)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -98,20 +100,28 @@ func bareBroker(ctx context.Context, args []string, stderr io.Writer) error {
 	c.Disconnect(50)
 	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
+	policy := jetstream.AckExplicitPolicy
+	if *ackAll {
+		policy = jetstream.AckAllPolicy
+	}
 	cons, err := js.CreateOrUpdateConsumer(cctx, "$MQTT_msgs", jetstream.ConsumerConfig{
 		Durable: "bare-reports", FilterSubject: bareReportFilter,
-		DeliverPolicy: jetstream.DeliverAllPolicy, AckPolicy: jetstream.AckExplicitPolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy, AckPolicy: policy,
 		AckWait: 30 * time.Second, MaxAckPending: 20_000, MaxDeliver: -1,
 	})
 	if err != nil {
 		return fmt.Errorf("bare-broker: consumer: %w", err)
 	}
 	var count atomic.Int64
-	cc, err := cons.Consume(func(m jetstream.Msg) {
+	handle := func(m jetstream.Msg) {
 		if err := m.Ack(); err == nil {
 			count.Add(1)
 		}
-	}, jetstream.PullMaxMessages(1000),
+	}
+	if *ackAll {
+		handle = batchAcks(ctx, &count)
+	}
+	cc, err := cons.Consume(handle, jetstream.PullMaxMessages(1000),
 		// The verifier's settings, so that a pull request the server
 		// loses stalls both for the same two seconds at most.
 		jetstream.PullExpiry(broker.ReportPullExpiry), jetstream.PullHeartbeat(broker.ReportPullHeartbeat))
@@ -137,4 +147,41 @@ func bareBroker(ctx context.Context, args []string, stderr io.Writer) error {
 	defer scancel()
 	_ = srv.Shutdown(sctx)
 	return nil
+}
+
+// batchAcks returns a consume handler that acks under AckAll: the
+// latest report every 64 reports and every 10 ms, each ack covering
+// all before it. Reports count when taken: acks are the server's work.
+func batchAcks(ctx context.Context, count *atomic.Int64) func(jetstream.Msg) {
+	var mu sync.Mutex
+	var last jetstream.Msg // not yet acked
+	ack := func() {
+		mu.Lock()
+		m := last
+		last = nil
+		mu.Unlock()
+		if m != nil {
+			_ = m.Ack()
+		}
+	}
+	go func() {
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				ack()
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return func(m jetstream.Msg) {
+		mu.Lock()
+		last = m
+		mu.Unlock()
+		if count.Add(1)%64 == 0 {
+			ack()
+		}
+	}
 }

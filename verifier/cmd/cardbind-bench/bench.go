@@ -40,6 +40,7 @@ type options struct {
 	plotRef     string
 	cpuProfile  string
 	bareProfile string
+	bareAckAll  bool
 	workers     int
 	noEarly     bool
 	label       string
@@ -72,6 +73,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.plotDir, "plots", "", "write PNG plots into this directory")
 	fs.StringVar(&o.plotRef, "plot-ref", "bench", "how the Markdown refers to the plot directory")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "profile the verifier's CPU (runs app.Run in a child of this binary instead of -verifier-bin)")
+	fs.BoolVar(&o.bareAckAll, "bare-ack-all", false, "the bare broker's consumer acks with AckAll, once per 64 reports and every 10 ms, as the verifier acks in rounds (default: each report, explicitly)")
 	fs.StringVar(&o.bareProfile, "bare-cpuprofile", "", "profile the bare broker's CPU; round N writes FILE.N")
 	fs.IntVar(&o.workers, "workers", 0, "the verifier's ingest.workers (0: its default)")
 	fs.BoolVar(&o.noEarly, "no-early", false, "run the verifier with ingest.early_changes = false (swap reports wait their turn behind the queued heartbeats)")
@@ -116,7 +118,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	res := &results{Started: time.Now().UTC(), Machine: readMachine(), Options: map[string]any{
 		"devices": o.devices, "window": o.window, "reports": o.reports, "rounds": o.rounds,
-		"swaps": o.swaps, "rate": o.rate, "workers": o.workers, "no_early": o.noEarly, "rate_cap": o.rateFrac, "label": o.label, "command": o.command}}
+		"swaps": o.swaps, "rate": o.rate, "workers": o.workers, "bare_ack_all": o.bareAckAll, "no_early": o.noEarly, "rate_cap": o.rateFrac, "label": o.label, "command": o.command}}
 
 	if o.workDir == "" {
 		d, err := os.MkdirTemp("", "cardbind-bench-")
@@ -351,6 +353,9 @@ func bareRun(ctx context.Context, o options, self string, round int, hc *http.Cl
 	args := []string{"bare-broker", "-dir", dir, "-mqtt", mqttAddr, "-http", httpAddr}
 	if o.bareProfile != "" {
 		args = append(args, "-cpuprofile", fmt.Sprintf("%s.%d", o.bareProfile, round))
+	}
+	if o.bareAckAll {
+		args = append(args, "-ack-all")
 	}
 	b, err := benchproc.Start("bare broker", filepath.Join(o.workDir, fmt.Sprintf("bare-%d.log", round)), self, args...)
 	if err != nil {
