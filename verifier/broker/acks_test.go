@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/cardbind/cardbind/protocol"
 )
 
 // fakeMsg is a delivery whose Ack records its stream sequence.
@@ -164,9 +162,7 @@ func TestAcksFollowTheHandledPrefix(t *testing.T) {
 	t.Cleanup(sub.Stop)
 	d1 := mustDial(t, b.MQTTAddr(), clientOpts{user: "d1", pass: secretD1})
 	const n = 10
-	for i := range n {
-		mustPublish(t, d1, protocol.ReportTopic("d1"), 1, fmt.Appendf(nil, "r%d", i))
-	}
+	publishNumbered(t, d1, n)
 	got := make([]delivery, n)
 	for i := range got {
 		got[i] = receive(t, ch, "report")
@@ -203,9 +199,7 @@ func TestLostDeliveryStartsOver(t *testing.T) {
 	reports, _ := collectReports(t, b, true)
 	d1 := mustDial(t, b.MQTTAddr(), clientOpts{user: "d1", pass: secretD1})
 	const n = 10
-	for i := range n {
-		mustPublish(t, d1, protocol.ReportTopic("d1"), 1, fmt.Appendf(nil, "r%d", i))
-	}
+	publishNumbered(t, d1, n)
 	var firsts []string
 	for len(firsts) < n {
 		r := waitReport(t, reports)
@@ -264,9 +258,7 @@ func TestOlderReportConsumerReplaced(t *testing.T) {
 			b1 := startBroker(t, Config{DataDir: dir}, auth)
 			tt.leave(t, b1)
 			d1 := mustDial(t, b1.MQTTAddr(), clientOpts{user: "d1", pass: secretD1})
-			for i := range 5 {
-				mustPublish(t, d1, protocol.ReportTopic("d1"), 1, fmt.Appendf(nil, "r%d", i))
-			}
+			publishNumbered(t, d1, 5)
 			d1.Disconnect(50)
 			b1.stop(t)
 
@@ -278,12 +270,7 @@ func TestOlderReportConsumerReplaced(t *testing.T) {
 				t.Fatalf("interim consumer: %v", err)
 			}
 			reports, _ := collectReports(t, b2, true)
-			for i := range 5 {
-				if r, want := waitReport(t, reports), (report{"d1", fmt.Sprint("r", i)}); r != want {
-					t.Fatalf("got %+v, want %+v", r, want)
-				}
-			}
-			noMore(t, reports, 300*time.Millisecond)
+			expectNumbered(t, reports, 5)
 		})
 	}
 }
@@ -300,9 +287,7 @@ func TestAcksAfterStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	d1 := mustDial(t, b1.MQTTAddr(), clientOpts{user: "d1", pass: secretD1})
-	for i := range 5 {
-		mustPublish(t, d1, protocol.ReportTopic("d1"), 1, fmt.Appendf(nil, "r%d", i))
-	}
+	publishNumbered(t, d1, 5)
 	var handled []func()
 	for range 5 {
 		handled = append(handled, receive(t, acks, "report"))

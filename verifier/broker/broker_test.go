@@ -291,20 +291,13 @@ func TestRestartKeepsReports(t *testing.T) {
 	auth := testAuth(t)
 	b1 := startBroker(t, Config{DataDir: dir}, auth)
 	d1 := mustDial(t, b1.MQTTAddr(), clientOpts{user: "d1", pass: secretD1})
-	for i := range 5 {
-		mustPublish(t, d1, protocol.ReportTopic("d1"), 1, fmt.Appendf(nil, "r%d", i))
-	}
+	publishNumbered(t, d1, 5)
 	d1.Disconnect(50)
 	b1.stop(t)
 
 	b2 := startBroker(t, Config{DataDir: dir}, auth)
 	reports, _ := collectReports(t, b2, true)
-	for i := range 5 {
-		if r, want := waitReport(t, reports), (report{"d1", fmt.Sprint("r", i)}); r != want {
-			t.Fatalf("got %+v, want %+v", r, want)
-		}
-	}
-	noMore(t, reports, 300*time.Millisecond)
+	expectNumbered(t, reports, 5)
 }
 
 // TestOneReportSubscription: the consumer acks with AckAll, so a second

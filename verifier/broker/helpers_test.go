@@ -10,6 +10,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/cardbind/cardbind/protocol"
 )
 
 // logBuffer collects the broker's logs for assertions and for failure
@@ -196,6 +198,27 @@ func collectReports(t testing.TB, b *testBroker, ack bool) (<-chan report, *Subs
 	}
 	t.Cleanup(sub.Stop)
 	return ch, sub
+}
+
+// publishNumbered publishes n reports "r0", "r1"... on device d1's topic
+// at QoS 1.
+func publishNumbered(t testing.TB, d1 mqtt.Client, n int) {
+	t.Helper()
+	for i := range n {
+		mustPublish(t, d1, protocol.ReportTopic("d1"), 1, fmt.Appendf(nil, "r%d", i))
+	}
+}
+
+// expectNumbered waits for d1's reports "r0".."r<n-1>" in order, then
+// for nothing more.
+func expectNumbered(t testing.TB, reports <-chan report, n int) {
+	t.Helper()
+	for i := range n {
+		if r, want := waitReport(t, reports), (report{"d1", fmt.Sprint("r", i)}); r != want {
+			t.Fatalf("got %+v, want %+v", r, want)
+		}
+	}
+	noMore(t, reports, 300*time.Millisecond)
 }
 
 func waitReport(t testing.TB, ch <-chan report) report {

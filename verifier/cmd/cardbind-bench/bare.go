@@ -9,8 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"runtime/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -49,15 +47,11 @@ func bareBroker(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	if *profile != "" {
-		f, err := os.Create(*profile)
+		stop, err := startCPUProfile(*profile)
 		if err != nil {
 			return fmt.Errorf("bare-broker: %w", err)
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return fmt.Errorf("bare-broker: %w", err)
-		}
-		defer pprof.StopCPUProfile()
+		defer stop()
 	}
 	host, p, err := net.SplitHostPort(*mqttAddr)
 	if err != nil {

@@ -40,15 +40,28 @@ func profiledVerifier(ctx context.Context, args []string, stdout, stderr io.Writ
 	var lvl slog.Level
 	_ = lvl.UnmarshalText([]byte(cfg.Log.Level))
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
-	f, err := os.Create(*profile)
+	stop, err := startCPUProfile(*profile)
 	if err != nil {
 		return fmt.Errorf("profiled-verifier: %w", err)
 	}
-	defer f.Close()
-	if err := pprof.StartCPUProfile(f); err != nil {
-		return fmt.Errorf("profiled-verifier: %w", err)
-	}
-	defer pprof.StopCPUProfile()
+	defer stop()
 	app.SetGCPercent(cfg, log)
 	return app.Run(ctx, cfg, pebble.OpenConfigured, log, stdout, nil)
+}
+
+// startCPUProfile profiles the process's CPU into the file at path until
+// stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
