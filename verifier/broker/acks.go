@@ -8,8 +8,8 @@ package broker
 // acknowledged, and acks the consumer up to the end of the handled
 // prefix, once per wake-up however many reports that covers. Against a
 // consumer with explicit acks (one ack message a report, which the server
-// parses, routes and applies one at a time) this saved about an eighth
-// of the verifier's CPU per report (docs/benchmarks.md).
+// parses, routes and applies one at a time) this saved some 8 % of the
+// verifier's CPU per report (docs/benchmarks.md, sixth rework).
 //
 // AckAll is only sound when every delivery reaches the handler: an ack
 // past a delivery that was lost on the way would acknowledge a report
