@@ -234,7 +234,7 @@ func (s *Subscription) deliver(m jetstream.Msg, a *acks) {
 	md, err := m.Metadata()
 	if err != nil {
 		b.log.Error("broker: report without delivery metadata", "subject", m.Subject(), "err", err)
-		return // unacked: comes again after the ack wait
+		return // not taken: the next delivery shows the gap, and the consume starts over
 	}
 	idx, ok := a.add(m, md.Sequence.Stream, md.Sequence.Consumer)
 	if !ok {
